@@ -1,0 +1,287 @@
+"""``TextClassifier``: tokenizer + vocabulary + network + labels, as one estimator in
+scikit-learn's manner, saved as one pickle-free directory.
+
+The artifact directory::
+
+    config.json         format + version, library versions, the full Config, training summary
+    vocab.txt           one token per line, line number = id
+    labels.json         the class labels, in output order
+    weights.safetensors the network's tensors
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import FLAT_KEYS, Config
+from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
+from .evaluation import compute_metrics, probabilities
+from .models import build_model
+from .text import Tokenizer, Vocabulary, encode_texts
+from .training import fit as fit_model
+from .training import predict_logits
+
+log = logging.getLogger("textrnn")
+
+FORMAT = "textrnn-model"
+FORMAT_VERSION = 1
+FILES = ("config.json", "vocab.txt", "labels.json", "weights.safetensors")
+
+
+def _check_texts(texts: Any, name: str = "texts") -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise DataError(f"{name} must be a list of strings, not a single string. Received: {name}={texts[:40]!r}; "
+                        f"wrap it in a list: [{texts[:20]!r}...]")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DataError(f"{name} must be a list of strings. Received: {type(texts).__name__}") from None
+    return ["" if t is None else t if isinstance(t, str) else str(t) for t in texts]
+
+
+def _normalize_labels(labels: Sequence) -> list:
+    """Labels as given, but all str if some are not ints (sorting a mix would fail)."""
+    labels = list(labels)
+    if any(l is None or (isinstance(l, float) and np.isnan(l)) for l in labels):
+        rows = [i + 1 for i, l in enumerate(labels) if l is None or (isinstance(l, float) and np.isnan(l))][:5]
+        raise DataError(f"Some labels are missing (rows {', '.join(map(str, rows))}).")
+    labels = [l.item() if isinstance(l, np.generic) else l for l in labels]
+    if all(isinstance(l, int) and not isinstance(l, bool) for l in labels):
+        return labels
+    return [str(l) for l in labels]
+
+
+class TextClassifier:
+    """A recurrent text classifier.
+
+    Settings are a :class:`textrnn.Config`, or its fields by name (``cell="gru"``, ``epochs=2``,
+    ``max_length=200``...), or both (the names override the config). Fitted state ends in ``_``.
+    """
+
+    def __init__(self, config: Config | None = None, **params: Any):
+        self.config = config if config is not None else Config()
+        self.params = params
+        self._resolved_config()  # validate now, as Keras does, not at fit time
+
+    def _resolved_config(self) -> Config:
+        unknown = [k for k in self.params if k not in FLAT_KEYS]
+        if unknown:
+            raise ConfigError(f"Unknown setting {unknown[0]!r}." + did_you_mean(unknown[0], FLAT_KEYS))
+        return self.config.override({f"{FLAT_KEYS[k]}.{k}": v for k, v in self.params.items()})
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, texts, labels, validation_data: tuple | None = None, validation_split: float | None = None,
+            progress: bool = True) -> "TextClassifier":
+        from .datasets import train_validation_split
+
+        config = self._resolved_config()
+        texts = _check_texts(texts)
+        labels = _normalize_labels(labels)
+        if len(texts) != len(labels):
+            raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
+        classes = sorted(set(labels))
+        if len(classes) < 2:
+            raise DataError(f"Training needs at least two classes. Received only: {classes!r}")
+        if validation_data is None and validation_split:
+            train, val = train_validation_split(texts, labels, validation_split, config.train.seed)
+            texts, labels = train.texts, train.labels
+            validation_data = (val.texts, val.labels)
+        self.config_ = config
+        self.classes_ = classes
+        self._index = {c: i for i, c in enumerate(classes)}
+        t = config.text
+        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        token_lists = [self.tokenizer_(x) for x in texts]
+        self.vocab_ = Vocabulary.build(token_lists, max_size=t.max_vocab_size, min_freq=t.min_freq)
+        train_x = self._encode_tokens(token_lists)
+        train_y = np.array([self._index[l] for l in labels], dtype=np.int64)
+        val_x = val_y = None
+        if validation_data is not None:
+            val_texts, val_labels = validation_data
+            val_x = self._encode_tokens([self.tokenizer_(x) for x in _check_texts(val_texts, "validation texts")])
+            val_y = self._targets(val_labels)
+        torch.manual_seed(config.train.seed)
+        self.model_ = build_model(config.model, len(self.vocab_), len(classes))
+        self.embedding_coverage_ = self._load_pretrained(config)
+        self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress)
+        self.model_.eval()
+        return self
+
+    def _load_pretrained(self, config: Config) -> float | None:
+        m = config.model
+        if not m.pretrained_embeddings:
+            return None
+        from .embeddings import load_pretrained
+
+        alignment = load_pretrained(m.pretrained_embeddings, self.vocab_.tokens, m.embeddings_format, seed=config.train.seed)
+        if alignment.matrix.shape[1] != m.embedding_dim:
+            raise ConfigError(f"The pretrained vectors have {alignment.matrix.shape[1]} dimensions but "
+                              f"model.embedding_dim={m.embedding_dim}; set model.embedding_dim={alignment.matrix.shape[1]}.")
+        with torch.no_grad():
+            self.model_.embedding.weight.copy_(torch.from_numpy(alignment.matrix))
+        self.model_.embedding.weight.requires_grad_(not m.freeze_embeddings)
+        log.info("pretrained embeddings: %d of %d vocabulary words found (%.1f%%)",
+                 alignment.found, alignment.total, 100 * alignment.coverage)
+        return alignment.coverage
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("This TextClassifier is not fitted yet: call fit(texts, labels) or textrnn.load(path).")
+
+    def _encode_tokens(self, token_lists: list[list[str]]) -> list[np.ndarray]:
+        from .text import truncate
+
+        t, get = self.config_.text, self.vocab_.index.get
+        return [np.asarray(truncate([get(w, 1) for w in toks], t.max_length, t.truncating, t.head_fraction), dtype=np.int32)
+                for toks in token_lists]
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each text, truncated as configured (unpadded)."""
+        self._check_fitted()
+        t = self.config_.text
+        return encode_texts(_check_texts(texts), self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
+
+    def _targets(self, labels) -> np.ndarray:
+        labels = _normalize_labels(labels)
+        # an int-labelled model asked about "1" (from a CSV) still understands it
+        if all(isinstance(c, int) for c in self.classes_):
+            labels = [int(l) if isinstance(l, str) and l.strip().lstrip("-").isdigit() else l for l in labels]
+        else:
+            labels = [str(l) for l in labels]
+        unknown = sorted({repr(l) for l in labels if l not in self._index})
+        if unknown:
+            raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
+                            f"The model knows: {', '.join(map(repr, self.classes_))}")
+        return np.array([self._index[l] for l in labels], dtype=np.int64)
+
+    def decision_function(self, texts, batch_size: int = 512) -> np.ndarray:
+        """Raw logits (N, C)."""
+        self._check_fitted()
+        return predict_logits(self.model_, self.encode(texts), batch_size)
+
+    def predict_proba(self, texts, batch_size: int = 512) -> np.ndarray:
+        """(N, K) probabilities, columns in ``classes_`` order; rows sum to 1."""
+        return probabilities(self.decision_function(texts, batch_size))
+
+    def predict(self, texts, batch_size: int = 512) -> list:
+        proba = self.predict_proba(texts, batch_size)
+        return [self.classes_[i] for i in proba.argmax(axis=1)]
+
+    def evaluate(self, texts, labels, batch_size: int = 512) -> dict:
+        """Loss, accuracy, precision/recall/F1 (macro and per class), ROC-AUC, confusion matrix."""
+        texts = _check_texts(texts)
+        self._check_fitted()
+        if len(texts) != len(labels):
+            raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
+        y = self._targets(labels)
+        return compute_metrics(y, self.predict_proba(texts, batch_size), self.classes_)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict | None = None) -> Path:
+        """Write the artifact directory atomically: a temporary sibling folder renamed into place."""
+        from safetensors.torch import save_file
+
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise ArtifactError(f"{str(path)!r} already exists; choose another path or overwrite it (--overwrite).")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        try:
+            meta = {
+                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
+                "config": self.config_.to_dict(),
+                "history": getattr(self, "history_", []),
+                "embedding_coverage": getattr(self, "embedding_coverage_", None),
+                **(extra or {}),
+            }
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            self.vocab_.save(tmp / "vocab.txt")
+            (tmp / "labels.json").write_text(json.dumps(self.classes_), encoding="utf-8")
+            state = {k: v.detach().contiguous() for k, v in self.model_.state_dict().items()}
+            save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TextClassifier":
+        """Read an artifact directory. Never unpickles; a damaged or foreign folder is an ArtifactError."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ArtifactError(f"Model directory not found: {str(path)!r}")
+        missing = [f for f in FILES if not (path / f).is_file()]
+        if missing:
+            raise ArtifactError(f"{str(path)!r} is not a complete textrnn model: missing {', '.join(missing)}")
+        try:
+            meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            classes = json.loads((path / "labels.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ArtifactError(f"{str(path)!r}: config.json or labels.json is not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ArtifactError(f"{str(path)!r} is not a textrnn model (config.json has format={meta.get('format') if isinstance(meta, dict) else None!r})")
+        version = meta.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ArtifactError(f"{str(path)!r} was written by a newer textrnn (format_version={version!r}; this "
+                                f"textrnn {__version__} reads up to {FORMAT_VERSION}). Upgrade textrnn to load it.")
+        if not isinstance(classes, list) or len(classes) < 2:
+            raise ArtifactError(f"{str(path)!r}: labels.json must list at least two labels. Received: {classes!r}")
+        try:
+            config = Config.from_dict(meta.get("config", {}), source=str(path / "config.json"))
+        except ConfigError as e:
+            raise ArtifactError(str(e)) from None
+        self = cls(config)
+        self.config_ = config
+        self.classes_ = classes
+        self._index = {c: i for i, c in enumerate(classes)}
+        t = config.text
+        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        self.vocab_ = Vocabulary.load(path / "vocab.txt")
+        self.history_ = meta.get("history", [])
+        self.embedding_coverage_ = meta.get("embedding_coverage")
+        self.meta_ = meta
+        self.model_ = build_model(config.model, len(self.vocab_), len(classes))
+        try:
+            state = load_file(str(path / "weights.safetensors"))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise ArtifactError(f"{str(path / 'weights.safetensors')!r} is damaged or not a safetensors file ({e})") from None
+        expected = self.model_.state_dict()
+        bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
+        extra = [k for k in state if k not in expected]
+        if bad or extra:
+            k = (bad or extra)[0]
+            got = tuple(state[k].shape) if k in state else "absent"
+            raise ArtifactError(f"{str(path)!r}: weights do not match the config: {k} has shape {got}, "
+                                f"expected {tuple(expected[k].shape) if k in expected else 'absent'}")
+        self.model_.load_state_dict(state)
+        self.model_.eval()
+        return self
+
+
+def load(path: str | os.PathLike) -> TextClassifier:
+    """Load a saved model directory: ``textrnn.load("runs/imdb/model")``."""
+    return TextClassifier.load(path)

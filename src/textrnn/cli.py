@@ -1,0 +1,239 @@
+"""The ``textrnn`` command: thin commands over the functions of pipeline.py and classifier.py.
+
+Every error a user can cause ends as one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import TextRNNError
+
+log = logging.getLogger("textrnn")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
+    if train:
+        p.add_argument("--train", metavar="PATH", help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders")
+        p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
+    p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
+    p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
+    p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8; try latin-1)")
+    p.add_argument("--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)")
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="TOML", help="a recipe, e.g. configs/seed.toml")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a setting, e.g. --set model.cell=gru --set train.epochs=2 (repeatable)")
+    _data_flags(p)
+    p.add_argument("--limit", type=int, metavar="N", help="train on a seeded sample of N texts (quick runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="textrnn", description="Train, evaluate and use recurrent text classifiers (LSTM/GRU).")
+    parser.add_argument("--version", action="version", version=f"textrnn {__import__('textrnn').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model and report on the test split",
+                       description="Train a classifier (IMDB by default), keep the best epoch by validation accuracy, "
+                                   "report on the test split once, write OUTPUT/model and metrics.")
+    _config_flags(p)
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="run directory (the model goes to DIR/model)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
+
+    p = sub.add_parser("evaluate", help="metrics of a saved model on labelled data")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("--data", required=True, metavar="PATH", help="imdb:test, or a labelled data file")
+    _data_flags(p, train=False)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = sub.add_parser("predict", help="labels and probabilities for new texts",
+                       description="Predict texts given as arguments, read from --input (one text per line in .txt, or a "
+                                   "table with --text-column), or from stdin when neither is given.")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--input", "-i", metavar="PATH", help="a .txt file (one text per line) or a .csv/.tsv/.jsonl/.parquet table")
+    p.add_argument("--text-column", default="text", metavar="NAME")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
+    p.add_argument("--batch-size", type=int, default=512)
+
+    p = sub.add_parser("inspect", help="show each preparation step on a text",
+                       description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words "
+                                   "marked) and the padded sequence.")
+    p.add_argument("text", nargs="?", help="the text (default: read stdin)")
+    p.add_argument("--model", metavar="MODEL_DIR", help="use this model's tokenizer, vocabulary and length")
+    p.add_argument("--max-length", type=int, help="pad/truncate to this length (default: the model's, else 20)")
+    p.add_argument("--padding", choices=["post", "pre"], default="post")
+    p.add_argument("--truncating", choices=["post", "pre", "head_tail"])
+
+    p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
+                       description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
+    _config_flags(p)
+    p.add_argument("--output", "-o", metavar="DIR", help="keep both runs and compare.json here")
+    p.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def _resolve_config(args) -> "Config":
+    from .config import Config
+
+    config = Config.from_toml(args.config) if args.config else Config()
+    sets = {}
+    if args.train:
+        sets["data.train"] = args.train
+        if not args.train.startswith("imdb") and args.test is None:
+            sets["data.test"] = None  # your own data: no IMDB test set unless asked
+    if args.test is not None:
+        sets["data.test"] = None if args.test.lower() == "none" else args.test
+    for flag, key in (("text_column", "data.text_column"), ("label_column", "data.label_column"),
+                      ("encoding", "data.encoding"), ("imdb_path", "data.imdb_path"), ("limit", "data.limit")):
+        if getattr(args, flag, None) is not None:
+            sets[key] = getattr(args, flag)
+    config = config.override(sets) if sets else config
+    return config.override(args.overrides) if args.overrides else config
+
+
+def _cmd_train(args) -> int:
+    from .pipeline import describe, train_run
+
+    report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
+    print(describe(report))
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .pipeline import compare_run, format_compare
+
+    result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite)
+    print(format_compare(result))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluation import format_report
+    from .pipeline import evaluate_run
+
+    data = {k: getattr(args, k) for k in ("text_column", "label_column", "encoding", "imdb_path") if getattr(args, k)}
+    m = evaluate_run(args.model, args.data, data)
+    print(json.dumps(m, indent=2) if args.format == "json" else format_report(m, f"{args.data}"))
+    return 0
+
+
+def _read_texts(args) -> list[str]:
+    from .datasets import read_table
+
+    if args.texts and args.input:
+        raise TextRNNError("Give texts as arguments or with --input, not both.")
+    if args.texts:
+        return list(args.texts)
+    if args.input:
+        path = Path(args.input)
+        if path.suffix.lower() == ".txt":
+            if not path.is_file():
+                raise TextRNNError(f"Input file not found: {str(path)!r}")
+            return path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return read_table(path, text_column=args.text_column, label_column=None).texts
+    if sys.stdin is None or sys.stdin.isatty():
+        raise TextRNNError("No texts: give them as arguments, with --input FILE, or on stdin.")
+    return sys.stdin.read().splitlines()
+
+
+def _cmd_predict(args) -> int:
+    from .classifier import TextClassifier
+
+    clf = TextClassifier.load(args.model)
+    texts = _read_texts(args)
+    proba = clf.predict_proba(texts, batch_size=args.batch_size)
+    out = sys.stdout
+    for text, p in zip(texts, proba):
+        i = int(p.argmax())
+        if args.format == "json":
+            out.write(json.dumps({"text": text, "label": clf.classes_[i],
+                                  "probabilities": {str(c): round(float(v), 6) for c, v in zip(clf.classes_, p)}}) + "\n")
+        else:
+            short = text if len(text) <= 70 else text[:67] + "..."
+            out.write(f"{clf.classes_[i]}\t{p[i]:.4f}\t{short}\n")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .text import PAD_ID, UNK_ID, Tokenizer, Vocabulary, pad, truncate
+
+    text = args.text if args.text is not None else (sys.stdin.read() if sys.stdin and not sys.stdin.isatty() else None)
+    if text is None:
+        raise TextRNNError("No text: give it as an argument or on stdin.")
+    if args.model:
+        from .classifier import TextClassifier
+
+        clf = TextClassifier.load(args.model)
+        tokenizer, vocab, tcfg = clf.tokenizer_, clf.vocab_, clf.config_.text
+        source = f"the vocabulary of {args.model} ({len(vocab):,} tokens)"
+    else:
+        from .config import TextConfig
+
+        tcfg = TextConfig()
+        tokenizer = Tokenizer(tcfg.lower, tcfg.strip_html, tcfg.normalize)
+        vocab = Vocabulary.build([tokenizer(text)])
+        source = "a vocabulary built from this text alone (pass --model to use a trained model's)"
+    max_length = args.max_length or (tcfg.max_length if args.model else 20)
+    truncating = args.truncating or tcfg.truncating
+    tokens = tokenizer(text)
+    ids = vocab.encode(tokens)
+    cut = truncate(ids, max_length, truncating, tcfg.head_fraction)
+    padded, lengths = pad([cut], max_length, padding=args.padding, truncating=truncating, head_fraction=tcfg.head_fraction)
+    unknown = [t for t, i in zip(tokens, ids) if i == UNK_ID]
+    print(f"1. raw text ({len(text)} characters)\n   {text!r}")
+    print(f"2. cleaned (lower={tokenizer.lower}, strip_html={tokenizer.strip_html}, normalize={tokenizer.normalize})\n   {tokenizer.clean(text)!r}")
+    print(f"3. tokens ({len(tokens)})\n   {tokens}")
+    print(f"4. ids from {source}; unknown words -> {UNK_ID} (<unk>), marked *\n   "
+          + " ".join(f"{t}={i}{'*' if i == UNK_ID else ''}" for t, i in zip(tokens, ids)))
+    if unknown:
+        print(f"   unknown: {sorted(set(unknown))}")
+    print(f"5. truncated to max_length={max_length} ({truncating}): {len(cut)} ids kept of {len(ids)}")
+    print(f"6. padded ({args.padding}, <pad>={PAD_ID}) to {max_length}: real length {int(lengths[0])}\n   {padded[0].tolist()}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "inspect": _cmd_inspect,
+            "compare": _cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed, one line)
+        return int(e.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except TextRNNError as e:
+        print(f"textrnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"textrnn {args.command}: error: {e.strerror}: {e.filename!r}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"textrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Configuration: nested dataclasses, validated on creation, read from TOML, overridden with
+dotted ``section.key=value`` strings, and saved into every artifact and results file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError, did_you_mean, expected_one_of
+
+CELLS = ("lstm", "gru", "rnn")
+ARCHS = ("rnn", "mlp")
+POOLINGS = ("last", "max", "mean")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "onecycle", "linear")
+MONITORS = ("val_accuracy", "val_loss")
+
+
+def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+            bound = "at least 0" if allow_zero else "greater than 0"
+            raise ConfigError(f"{name} must be {bound}. Received: {name}={value!r}")
+
+
+def _fraction(obj: Any, name: str, low_open: bool = False, high_open: bool = True) -> None:
+    value = getattr(obj, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1))
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise ConfigError(f"{name} must be in {lo}0, 1{hi}. Received: {name}={value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the texts come from. ``train``/``test`` are ``imdb``/``imdb:test`` or file paths."""
+
+    train: str = "imdb:train"
+    test: str | None = "imdb:test"
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+    imdb_path: str | None = None   # else $TEXTRNN_IMDB, else the cache, else download
+    limit: int | None = None       # train on a seeded sample of this many rows (quick runs)
+    validation_split: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit")
+        _fraction(self, "validation_split", low_open=False)
+
+
+@dataclass
+class TextConfig:
+    """Tokenizer and vocabulary settings; they travel with the model."""
+
+    lower: bool = True
+    strip_html: bool = True
+    normalize: str | None = "NFKC"
+    max_vocab_size: int | None = 30000   # counts <pad> and <unk>
+    min_freq: int = 2
+    max_length: int = 400
+    truncating: str = "head_tail"        # post | pre | head_tail
+    head_fraction: float = 0.25          # with head_tail: share of max_length kept from the start
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_vocab_size", "min_freq", "max_length")
+        if self.max_vocab_size is not None and self.max_vocab_size < 3:
+            raise ConfigError(f"max_vocab_size must be at least 3. Received: max_vocab_size={self.max_vocab_size}")
+        if self.truncating not in ("post", "pre", "head_tail"):
+            raise expected_one_of("truncating", self.truncating, ("post", "pre", "head_tail"))
+        _fraction(self, "head_fraction", high_open=False)
+
+
+@dataclass
+class ModelConfig:
+    """Embedding -> LSTM | GRU | RNN -> pooling -> Dense (``arch="rnn"``), or the order-blind
+    bag-of-embeddings MLP (``arch="mlp"``)."""
+
+    arch: str = "rnn"
+    cell: str = "lstm"
+    embedding_dim: int = 64
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.2             # between recurrent layers and before the output layer
+    embedding_dropout: float = 0.2   # drops whole embedding channels (spatial dropout)
+    pooling: str = "last+max+mean"   # '+'-joined subset of last, max, mean; "concat" = all three
+    pretrained_embeddings: str | None = None
+    embeddings_format: str = "auto"
+    freeze_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise expected_one_of("arch", self.arch, ARCHS)
+        if self.cell not in CELLS:
+            raise expected_one_of("cell", self.cell, CELLS)
+        _positive(self, "embedding_dim", "hidden_size", "num_layers")
+        _fraction(self, "dropout")
+        _fraction(self, "embedding_dropout")
+        if self.pooling == "concat":
+            self.pooling = "last+max+mean"
+        parts = self.pooling.split("+") if isinstance(self.pooling, str) else [self.pooling]
+        if not parts or any(p not in POOLINGS for p in parts) or len(set(parts)) != len(parts):
+            bad = next((p for p in parts if p not in POOLINGS), self.pooling)
+            raise ConfigError(f"pooling must be '+'-joined names from {{'last', 'max', 'mean'}} or 'concat'. "
+                              f"Received: pooling={self.pooling!r}" + did_you_mean(str(bad), POOLINGS))
+        if self.embeddings_format not in ("auto", "glove", "word2vec", "word2vec-binary", "fasttext"):
+            raise expected_one_of("embeddings_format", self.embeddings_format,
+                                  ("auto", "glove", "word2vec", "word2vec-binary", "fasttext"))
+
+    @property
+    def poolings(self) -> list[str]:
+        return self.pooling.split("+")
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adam"
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"       # constant | onecycle | linear (decay to 0)
+    epochs: int = 3
+    batch_size: int = 64
+    clip_grad_norm: float | None = 1.0
+    class_weight: str | None = None  # None | "balanced"
+    early_stopping_patience: int | None = 2
+    monitor: str = "val_accuracy"
+    seed: int = 0
+    num_threads: int | None = None   # torch threads; None = one per core
+    equal_length_batches: bool = True  # trim each training batch to its shortest text: PyTorch's fast path
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise expected_one_of("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise expected_one_of("schedule", self.schedule, SCHEDULES)
+        if self.monitor not in MONITORS:
+            raise expected_one_of("monitor", self.monitor, MONITORS)
+        if self.class_weight not in (None, "balanced"):
+            raise expected_one_of("class_weight", self.class_weight, ("balanced",))
+        _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm", "num_threads")
+        _positive(self, "weight_decay", "early_stopping_patience", allow_zero=True)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    SECTIONS = ("data", "text", "model", "train")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a table of sections. Received: {type(d).__name__}")
+        unknown = [k for k in d if k not in cls.SECTIONS]
+        if unknown:
+            raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections are {', '.join(cls.SECTIONS)}."
+                              + did_you_mean(unknown[0], cls.SECTIONS))
+        parts = {}
+        for name in cls.SECTIONS:
+            section_cls = _SECTION_TYPES[name]
+            values = d.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table. Received: {values!r}")
+            known = {f.name for f in fields(section_cls)}
+            for key in values:
+                if key not in known:
+                    raise ConfigError(f"{source}: unknown setting {name}.{key}." + did_you_mean(key, known))
+            typed = {k: _coerce(section_cls, k, v, f"{name}.{k}") for k, v in values.items()}
+            try:
+                parts[name] = section_cls(**typed)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+        return cls(**parts)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {str(path)!r}")
+        try:
+            d = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        return cls.from_dict(d, source=str(path))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        # TOML has no null: an unset optional value is written as the string "none", read back as None.
+        def none_as_string(d):
+            return {k: none_as_string(v) if isinstance(v, dict) else ("none" if v is None else v) for k, v in d.items()}
+
+        return tomli_w.dumps(none_as_string(self.to_dict()))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def override(self, assignments: list[str] | dict[str, Any]) -> "Config":
+        """A new config with ``section.key=value`` assignments applied (values parsed as TOML
+        scalars where they parse, else taken as strings)."""
+        d = self.to_dict()
+        items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
+        for dotted, value in items:
+            section, _, key = dotted.partition(".")
+            if section not in self.SECTIONS or not key:
+                raise ConfigError(f"Overrides look like section.key=value with section in {', '.join(self.SECTIONS)}. "
+                                  f"Received: {dotted!r}" + did_you_mean(section, self.SECTIONS))
+            d[section][key] = _parse_value(value) if isinstance(value, str) and not isinstance(assignments, dict) else value
+        return Config.from_dict(d, source="override")
+
+
+_SECTION_TYPES = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig}
+
+# Flat keyword names accepted by TextClassifier(...): every field, looked up in its section.
+FLAT_KEYS: dict[str, str] = {}
+for _section, _cls in _SECTION_TYPES.items():
+    for _f in fields(_cls):
+        FLAT_KEYS.setdefault(_f.name, _section)
+
+
+def _split_assignment(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"Overrides look like section.key=value. Received: {text!r}")
+    key, _, value = text.partition("=")
+    return key.strip(), value.strip()
+
+
+def _parse_value(text: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _coerce(section_cls: type, key: str, value: Any, name: str) -> Any:
+    """Accept ints for floats; reject wrong types with a message naming the setting."""
+    ftype = str(next(f.type for f in fields(section_cls) if f.name == key))
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none" and "None" in ftype):
+        if "None" in ftype:
+            return None
+        raise ConfigError(f"{name} cannot be empty.")
+    if ftype.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false. Received: {name}={value!r}")
+    if ftype.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number. Received: {name}={value!r}")
+    if ftype.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{name} must be an integer. Received: {name}={value!r}")
+    if ftype.startswith("str"):
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string. Received: {name}={value!r}")
+    return value

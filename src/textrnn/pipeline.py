@@ -1,0 +1,175 @@
+"""The jobs behind the CLI, as plain functions: train a run, evaluate a model, compare models.
+
+A run directory::
+
+    RUN/model/          the artifact (see classifier.py)
+    RUN/metrics.json    test (and validation) metrics, timings, config, versions
+    RUN/history.json    one row per epoch
+    RUN/config.toml     the resolved config, to rerun with --config
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .classifier import TextClassifier
+from .config import Config
+from .errors import ArtifactError, DataError
+from .evaluation import format_report
+
+log = logging.getLogger("textrnn")
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomic: a reader never sees half a file, a crash never leaves one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def environment() -> dict:
+    """Machine and versions, for every results file."""
+    import sklearn
+
+    return {"textrnn": __version__, "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def load_split(spec: str | None, config: Config):
+    from .datasets import load_data
+
+    if not spec:
+        return None
+    d = config.data
+    return load_data(spec, text_column=d.text_column, label_column=d.label_column, imdb_path=d.imdb_path, encoding=d.encoding)
+
+
+def prepare_data(config: Config):
+    """(train, validation, test) datasets; validation is a stratified, seeded part of train."""
+    from .datasets import sample, train_validation_split
+
+    train = load_split(config.data.train, config)
+    if config.data.limit and config.data.limit < len(train.texts):
+        train = sample(train, config.data.limit, config.train.seed)
+    val = None
+    if config.data.validation_split:
+        train, val = train_validation_split(train.texts, train.labels, config.data.validation_split, config.train.seed)
+    test = load_split(config.data.test, config)
+    return train, val, test
+
+
+def check_output(output: str | Path, overwrite: bool) -> Path:
+    output = Path(output)
+    if (output / "model").exists() and not overwrite:
+        raise ArtifactError(f"{str(output / 'model')!r} already holds a model; pass --overwrite to replace it, or choose another --output.")
+    if output.exists() and not output.is_dir():
+        raise ArtifactError(f"--output must be a directory. Received: {str(output)!r} (a file)")
+    return output
+
+
+def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None) -> dict:
+    """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
+    once, and write the run directory. Returns the report written to ``metrics.json``."""
+    output = check_output(output, overwrite)
+    t0 = time.perf_counter()
+    train, val, test = data if data is not None else prepare_data(config)
+    t_data = time.perf_counter() - t0
+    log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
+             len(test.texts) if test else 0, t_data)
+    clf = TextClassifier(config)
+    t1 = time.perf_counter()
+    clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None, progress=progress)
+    t_fit = time.perf_counter() - t1
+    report = {"config": config.to_dict(), "environment": environment(),
+              "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
+              "vocab_size": len(clf.vocab_), "parameters": sum(p.numel() for p in clf.model_.parameters()),
+              "embedding_coverage": clf.embedding_coverage_}
+    if val is not None:
+        report["validation"] = clf.evaluate(val.texts, val.labels)
+    t2 = time.perf_counter()
+    if test is not None and test.labels is not None:
+        report["test"] = clf.evaluate(test.texts, test.labels)
+        report["test_accuracy"] = report["test"]["accuracy"]
+    t_eval = time.perf_counter() - t2
+    report["timings"] = {"data_seconds": t_data, "fit_seconds": t_fit, "test_seconds": t_eval,
+                         "total_seconds": time.perf_counter() - t0}
+    report["history"] = clf.history_
+    output.mkdir(parents=True, exist_ok=True)
+    clf.save(output / "model", overwrite=overwrite,
+             extra={"metrics": {k: report[k] for k in ("validation", "test") if k in report}})
+    write_json(output / "history.json", clf.history_)
+    write_json(output / "metrics.json", report)
+    (output / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+    report["model_dir"] = str(output / "model")
+    return report
+
+
+def describe(report: dict) -> str:
+    """The end-of-training summary a person reads."""
+    lines = [f"model: {report.get('model_dir', '')}  ({report['parameters']:,} parameters, vocabulary {report['vocab_size']:,})"]
+    tm = report["timings"]
+    lines.append(f"time: data {tm['data_seconds']:.1f}s, training {tm['fit_seconds']:.1f}s, test {tm['test_seconds']:.1f}s, "
+                 f"total {tm['total_seconds']:.1f}s")
+    if "validation" in report:
+        lines.append(format_report(report["validation"], "validation"))
+    if "test" in report:
+        lines.append(format_report(report["test"], "test"))
+    return "\n".join(lines)
+
+
+def evaluate_run(model_dir: str | Path, spec: str, config_data=None) -> dict:
+    clf = TextClassifier.load(model_dir)
+    config = clf.config_ if config_data is None else clf.config_.override({f"data.{k}": v for k, v in config_data.items()})
+    data = load_split(spec, config)
+    if data.labels is None:
+        raise DataError(f"{spec!r} has no labels to evaluate against.")
+    return clf.evaluate(data.texts, data.labels)
+
+
+def compare_run(config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+    """The recurrent model and the order-blind MLP on the same data, side by side."""
+    data = prepare_data(config)
+    rows = {}
+    for name, model_arch in (("rnn", "rnn"), ("mlp", "mlp")):
+        cfg = config.override({"model.arch": model_arch})
+        log.info("compare: training %s", name)
+        if output is not None:
+            report = train_run(cfg, Path(output) / name, overwrite=overwrite, progress=progress, data=data)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                report = train_run(cfg, tmp, progress=progress, data=data)
+        rows[name] = {"test_accuracy": report.get("test_accuracy"),
+                      "validation_accuracy": report.get("validation", {}).get("accuracy"),
+                      "fit_seconds": report["timings"]["fit_seconds"], "parameters": report["parameters"],
+                      "epochs": len(report["history"])}
+    result = {"config": config.to_dict(), "environment": environment(), "models": rows}
+    if output is not None:
+        write_json(Path(output) / "compare.json", result)
+    return result
+
+
+def format_compare(result: dict) -> str:
+    lines = [f"  {'model':<6} {'val acc':>8} {'test acc':>9} {'train s':>8} {'epochs':>7} {'params':>10}"]
+    for name, r in result["models"].items():
+        val = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
+        test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        lines.append(f"  {name:<6} {val:>8} {test:>9} {r['fit_seconds']:8.1f} {r['epochs']:7d} {r['parameters']:10,d}")
+    return "\n".join(lines)
