@@ -62,6 +62,22 @@ def _normalize_labels(labels: Sequence) -> list:
     return [str(l) for l in labels]
 
 
+def match_labels(labels: Sequence, classes: Sequence) -> list:
+    """``labels`` in the type of ``classes``; a DataError names any label not among them."""
+    labels = _normalize_labels(labels)
+    # an int-labelled model asked about "1" (from a CSV) still understands it
+    if all(isinstance(c, int) for c in classes):
+        labels = [int(l) if isinstance(l, str) and l.strip().lstrip("-").isdigit() else l for l in labels]
+    else:
+        labels = [str(l) for l in labels]
+    known = set(classes)
+    unknown = sorted({repr(l) for l in labels if l not in known})
+    if unknown:
+        raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
+                        f"The model knows: {', '.join(map(repr, classes))}")
+    return labels
+
+
 class TextClassifier:
     """A recurrent text classifier.
 
@@ -82,7 +98,11 @@ class TextClassifier:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, texts, labels, validation_data: tuple | None = None, validation_split: float | None = None,
-            progress: bool = True) -> "TextClassifier":
+            progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+            resume: bool = False) -> "TextClassifier":
+        """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
+        (every ``train.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
+        an interrupted fit from them, with the same result as an uninterrupted one."""
         from .datasets import train_validation_split
 
         config = self._resolved_config()
@@ -114,7 +134,8 @@ class TextClassifier:
         torch.manual_seed(config.train.seed)
         self.model_ = build_model(config.model, len(self.vocab_), len(classes))
         self.embedding_coverage_ = self._load_pretrained(config)
-        self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress)
+        self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress,
+                                  checkpoint_dir=checkpoint_dir, resume=resume)
         self.model_.eval()
         return self
 
@@ -154,16 +175,7 @@ class TextClassifier:
         return encode_texts(_check_texts(texts), self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
 
     def _targets(self, labels) -> np.ndarray:
-        labels = _normalize_labels(labels)
-        # an int-labelled model asked about "1" (from a CSV) still understands it
-        if all(isinstance(c, int) for c in self.classes_):
-            labels = [int(l) if isinstance(l, str) and l.strip().lstrip("-").isdigit() else l for l in labels]
-        else:
-            labels = [str(l) for l in labels]
-        unknown = sorted({repr(l) for l in labels if l not in self._index})
-        if unknown:
-            raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
-                            f"The model knows: {', '.join(map(repr, self.classes_))}")
+        labels = match_labels(labels, self.classes_)
         return np.array([self._index[l] for l in labels], dtype=np.int64)
 
     def decision_function(self, texts, batch_size: int = 512) -> np.ndarray:
@@ -216,7 +228,11 @@ class TextClassifier:
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.replace(path, old)
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old, path)  # put the previous model back
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
@@ -248,8 +264,11 @@ class TextClassifier:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise ArtifactError(f"{str(path)!r} was written by a newer textrnn (format_version={version!r}; this "
                                 f"textrnn {__version__} reads up to {FORMAT_VERSION}). Upgrade textrnn to load it.")
-        if not isinstance(classes, list) or len(classes) < 2:
-            raise ArtifactError(f"{str(path)!r}: labels.json must list at least two labels. Received: {classes!r}")
+        if (not isinstance(classes, list) or len(classes) < 2
+                or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise ArtifactError(f"{str(path)!r}: labels.json must list at least two distinct labels (strings or "
+                                f"integers). Received: {str(classes)[:80]}")
         try:
             config = Config.from_dict(meta.get("config", {}), source=str(path / "config.json"))
         except ConfigError as e:
@@ -260,7 +279,12 @@ class TextClassifier:
         self._index = {c: i for i, c in enumerate(classes)}
         t = config.text
         self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
-        self.vocab_ = Vocabulary.load(path / "vocab.txt")
+        try:
+            self.vocab_ = Vocabulary.load(path / "vocab.txt")
+        except UnicodeDecodeError as e:
+            raise ArtifactError(f"{str(path / 'vocab.txt')!r} is damaged: not UTF-8 ({e.reason} at byte {e.start}).") from None
+        except ArtifactError as e:
+            raise ArtifactError(f"{str(path / 'vocab.txt')!r} is damaged: {e}") from None
         self.history_ = meta.get("history", [])
         self.embedding_coverage_ = meta.get("embedding_coverage")
         self.meta_ = meta

@@ -40,6 +40,16 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="textrnn", description="Train, evaluate and use recurrent text classifiers (LSTM/GRU).")
     parser.add_argument("--version", action="version", version=f"textrnn {__import__('textrnn').__version__}")
@@ -49,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a classifier (IMDB by default), keep the best epoch by validation accuracy, "
                                    "report on the test split once, write OUTPUT/model and metrics.")
     _config_flags(p)
-    p.add_argument("--output", "-o", required=True, metavar="DIR", help="run directory (the model goes to DIR/model)")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already in DIR")
+    p.add_argument("--output", "-o", metavar="DIR", help="run directory (the model goes to DIR/model; checkpoints to DIR/checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model (or an unfinished run) already in DIR")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint, with its saved config")
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on labelled data")
     p.add_argument("model", metavar="MODEL_DIR")
@@ -66,14 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", metavar="PATH", help="a .txt file (one text per line) or a .csv/.tsv/.jsonl/.parquet table")
     p.add_argument("--text-column", default="text", metavar="NAME")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=_positive_int, default=512)
 
     p = sub.add_parser("inspect", help="show each preparation step on a text",
                        description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words "
                                    "marked) and the padded sequence.")
     p.add_argument("text", nargs="?", help="the text (default: read stdin)")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model's tokenizer, vocabulary and length")
-    p.add_argument("--max-length", type=int, help="pad/truncate to this length (default: the model's, else 20)")
+    p.add_argument("--max-length", type=_positive_int, help="pad/truncate to this length (default: the model's, else 20)")
     p.add_argument("--padding", choices=["post", "pre"], default="post")
     p.add_argument("--truncating", choices=["post", "pre", "head_tail"])
 
@@ -105,9 +116,24 @@ def _resolve_config(args) -> "Config":
 
 
 def _cmd_train(args) -> int:
-    from .pipeline import describe, train_run
+    from .pipeline import describe, resume_run, train_run
 
-    report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
+    if args.resume:
+        given = [flag for flag, value in (("--config", args.config), ("--set", args.overrides), ("--train", args.train),
+                                          ("--test", args.test), ("--text-column", args.text_column),
+                                          ("--label-column", args.label_column), ("--encoding", args.encoding),
+                                          ("--imdb-path", args.imdb_path), ("--limit", args.limit),
+                                          ("--overwrite", args.overwrite)) if value]
+        if given:
+            raise TextRNNError(f"--resume continues a run with the config saved in it; drop {', '.join(given)}.")
+        if args.output and Path(args.output).resolve() != Path(args.resume).resolve():
+            raise TextRNNError(f"--resume writes to the run it continues; drop --output (received: --output "
+                               f"{args.output!r} with --resume {args.resume!r}).")
+        report = resume_run(args.resume, progress=not args.quiet)
+    elif not args.output:
+        raise TextRNNError("train needs --output DIR (or --resume RUN_DIR to continue an interrupted run).")
+    else:
+        report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
     print(describe(report))
     return 0
 
@@ -225,14 +251,21 @@ def main(argv: list[str] | None = None) -> int:
     except TextRNNError as e:
         print(f"textrnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"textrnn {args.command}: error: {e.strerror}: {e.filename!r}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"textrnn {args.command}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a missing or unreadable path, a full disk: one line, never a traceback
+        where = f": {e.filename!r}" if e.filename else ""
+        print(f"textrnn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        from .errors import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted) and e.checkpoint_dir is not None:
+            print(f"textrnn {args.command}: interrupted: {e} Continue with: textrnn train --resume "
+                  f"{Path(e.checkpoint_dir).parent}", file=sys.stderr)
+        else:
+            print(f"textrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int | None = None   # torch threads; None = one per core
     equal_length_batches: bool = True  # trim each training batch to its shortest text: PyTorch's fast path
+    checkpoint_every: int | None = 200  # steps between checkpoints (with a run dir); also at every epoch end
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -151,7 +152,7 @@ class TrainConfig:
             raise expected_one_of("monitor", self.monitor, MONITORS)
         if self.class_weight not in (None, "balanced"):
             raise expected_one_of("class_weight", self.class_weight, ("balanced",))
-        _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm", "num_threads")
+        _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm", "num_threads", "checkpoint_every")
         _positive(self, "weight_decay", "early_stopping_patience", allow_zero=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")

@@ -27,6 +27,18 @@ class NotFittedError(TextRNNError, AttributeError):
     """The estimator is used before ``fit`` or ``load``."""
 
 
+class CheckpointError(ArtifactError):
+    """A training checkpoint is missing, damaged, or was written for other settings or data."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a step boundary, after writing a checkpoint to ``checkpoint_dir``."""
+
+    def __init__(self, message: str, checkpoint_dir=None):
+        super().__init__(message)
+        self.checkpoint_dir = checkpoint_dir
+
+
 def did_you_mean(received: str, choices: Iterable[str]) -> str:
     """' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(str(received), [str(c) for c in choices], n=1, cutoff=0.6)

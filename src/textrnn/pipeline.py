@@ -5,7 +5,10 @@ A run directory::
     RUN/model/          the artifact (see classifier.py)
     RUN/metrics.json    test (and validation) metrics, timings, config, versions
     RUN/history.json    one row per epoch
-    RUN/config.toml     the resolved config, to rerun with --config
+    RUN/config.toml     the resolved config (data paths made absolute), to rerun with --config
+                        and to continue with --resume; written before training starts
+    RUN/checkpoint/     while training: the checkpoint to resume from (see training.py);
+                        removed once the model and reports are written
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -22,26 +26,31 @@ import numpy as np
 import torch
 
 from . import __version__
-from .classifier import TextClassifier
+from .classifier import TextClassifier, _normalize_labels, match_labels
 from .config import Config
-from .errors import ArtifactError, DataError
-from .evaluation import format_report
+from .errors import ArtifactError, CheckpointError, DataError
+from .evaluation import compute_metrics, format_report
 
 log = logging.getLogger("textrnn")
 
 
-def write_json(path: str | Path, obj) -> None:
+def write_text(path: str | Path, text: str) -> None:
     """Atomic: a reader never sees half a file, a crash never leaves one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomic, as write_text."""
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def environment() -> dict:
@@ -76,27 +85,67 @@ def prepare_data(config: Config):
     return train, val, test
 
 
-def check_output(output: str | Path, overwrite: bool) -> Path:
+def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> Path:
+    """Refuse, before any work, an output that would clobber a model or an unfinished run."""
     output = Path(output)
-    if (output / "model").exists() and not overwrite:
-        raise ArtifactError(f"{str(output / 'model')!r} already holds a model; pass --overwrite to replace it, or choose another --output.")
     if output.exists() and not output.is_dir():
         raise ArtifactError(f"--output must be a directory. Received: {str(output)!r} (a file)")
+    if resume:
+        return output
+    if (output / "model").exists() and not overwrite:
+        raise ArtifactError(f"{str(output / 'model')!r} already holds a model; pass --overwrite to replace it, or choose another --output.")
+    if (output / "checkpoint" / "state.json").exists() and not overwrite:
+        raise ArtifactError(f"{str(output)!r} holds the checkpoint of an unfinished run; continue it with "
+                            f"'textrnn train --resume {output}', or pass --overwrite to start again.")
     return output
 
 
-def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None) -> dict:
+def portable_config(config: Config) -> Config:
+    """``config`` with relative data and embedding paths made absolute (IMDB specs untouched)."""
+    sets = {}
+    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings"):
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not value or (name in ("train", "test") and value.lower().split(":")[0] == "imdb"):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute() and path.exists():
+            sets[key] = str(path.resolve())
+    return config.override(sets) if sets else config
+
+
+def check_test_labels(train, test) -> None:
+    """Test labels the training data lacks would only fail after training: say so before."""
+    if test is None or test.labels is None or any(l is None for l in test.labels):
+        return
+    try:
+        match_labels(test.labels, sorted(set(_normalize_labels(train.labels))))
+    except DataError as e:
+        raise DataError(f"{test.name or 'the test data'}: {e} (from the training data)") from None
+
+
+def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None,
+              resume: bool = False) -> dict:
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
-    once, and write the run directory. Returns the report written to ``metrics.json``."""
-    output = check_output(output, overwrite)
+    once, and write the run directory. Returns the report written to ``metrics.json``.
+
+    Checkpoints go to ``output/checkpoint``; ``resume=True`` continues from them (see resume_run)."""
+    output = check_output(output, overwrite, resume)
     t0 = time.perf_counter()
     train, val, test = data if data is not None else prepare_data(config)
+    check_test_labels(train, test)
     t_data = time.perf_counter() - t0
     log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
              len(test.texts) if test else 0, t_data)
     clf = TextClassifier(config)
+    checkpoint = output / "checkpoint"
+    if not resume:
+        shutil.rmtree(checkpoint, ignore_errors=True)  # only reached with --overwrite (check_output)
+        output.mkdir(parents=True, exist_ok=True)
+        write_text(output / "config.toml", portable_config(config).to_toml())
     t1 = time.perf_counter()
-    clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None, progress=progress)
+    clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None, progress=progress,
+            checkpoint_dir=checkpoint, resume=resume)
     t_fit = time.perf_counter() - t1
     report = {"config": config.to_dict(), "environment": environment(),
               "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
@@ -105,21 +154,45 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     if val is not None:
         report["validation"] = clf.evaluate(val.texts, val.labels)
     t2 = time.perf_counter()
+    y_test = proba_test = None
     if test is not None and test.labels is not None:
-        report["test"] = clf.evaluate(test.texts, test.labels)
+        # the probabilities once: the metrics and the ROC curve both come from them
+        y_test, proba_test = clf._targets(test.labels), clf.predict_proba(test.texts)
+        report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
         report["test_accuracy"] = report["test"]["accuracy"]
     t_eval = time.perf_counter() - t2
     report["timings"] = {"data_seconds": t_data, "fit_seconds": t_fit, "test_seconds": t_eval,
                          "total_seconds": time.perf_counter() - t0}
     report["history"] = clf.history_
     output.mkdir(parents=True, exist_ok=True)
-    clf.save(output / "model", overwrite=overwrite,
+    clf.save(output / "model", overwrite=overwrite or resume,
              extra={"metrics": {k: report[k] for k in ("validation", "test") if k in report}})
     write_json(output / "history.json", clf.history_)
     write_json(output / "metrics.json", report)
-    (output / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+    write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
+    shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
     report["model_dir"] = str(output / "model")
     return report
+
+
+def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
+    """Continue the interrupted run in ``run_dir`` with its saved config and checkpoint; the
+    model is the same as an uninterrupted run would have made."""
+    from .training import STATE_FILE
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CheckpointError(f"Run directory not found: {str(run)!r}")
+    state = run / "checkpoint" / STATE_FILE
+    if not state.is_file():
+        if (run / "model").is_dir():
+            raise CheckpointError(f"The run in {str(run)!r} has finished (its model is in {str(run / 'model')!r}); "
+                                  f"there is nothing to resume.")
+        raise CheckpointError(f"No checkpoint to resume in {str(run)!r}: {str(state)!r} does not exist.")
+    if not (run / "config.toml").is_file():
+        raise CheckpointError(f"{str(run)!r} has a checkpoint but no config.toml; it cannot be resumed.")
+    config = Config.from_toml(run / "config.toml")
+    return train_run(config, run, progress=progress, resume=True)
 
 
 def describe(report: dict) -> str:
@@ -146,6 +219,9 @@ def evaluate_run(model_dir: str | Path, spec: str, config_data=None) -> dict:
 
 def compare_run(config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> dict:
     """The recurrent model and the order-blind MLP on the same data, side by side."""
+    if output is not None:  # refuse before training either model, not between them
+        for name in ("rnn", "mlp"):
+            check_output(Path(output) / name, overwrite)
     data = prepare_data(config)
     rows = {}
     for name, model_arch in (("rnn", "rnn"), ("mlp", "mlp")):
@@ -163,7 +239,28 @@ def compare_run(config: Config, output: str | Path | None = None, progress: bool
     result = {"config": config.to_dict(), "environment": environment(), "models": rows}
     if output is not None:
         write_json(Path(output) / "compare.json", result)
+        from . import plots
+
+        if not plots.available():
+            log.info("compare.png skipped: matplotlib is not installed (pip install 'textrnn[plots]')")
+        else:
+            try:
+                plots.compare_chart(result, Path(output) / "compare.png")
+            except Exception as e:  # noqa: BLE001 - both runs are already saved
+                log.warning("compare.png skipped: %s: %s", type(e).__name__, e)
     return result
+
+
+def write_run_plots(output: Path, history, test_metrics=None, y_test=None, proba_test=None, classes=None) -> list[Path]:
+    """learning_curves.png, confusion_matrix.png and (two classes) roc.png in the run directory;
+    a log line instead when matplotlib is missing. A plot that fails never fails the run."""
+    from . import plots
+
+    try:
+        return plots.run_plots(output, history, test_metrics, y_test, proba_test, classes)
+    except Exception as e:  # noqa: BLE001 - the model and metrics are already saved
+        log.warning("plots skipped: %s: %s", type(e).__name__, e)
+        return []
 
 
 def format_compare(result: dict) -> str:

@@ -1,14 +1,36 @@
 """The fit loop: optimizer, schedule, gradient clipping, class weights, validation every epoch,
-early stopping with the best weights kept, progress, and inference in length-sorted batches."""
+early stopping with the best weights kept, progress, checkpoints to resume an interrupted run,
+and inference in length-sorted batches.
+
+A checkpoint folder (``RUN/checkpoint``)::
+
+    state.json                 format + version, epoch and step, counters, history, best-so-far,
+                               RNG states (numpy, Python), optimizer settings, scheduler state,
+                               and the name of the tensors file below. Written last: the commit.
+    tensors-NNNNNN.safetensors model weights, best weights, optimizer tensors, torch RNG state
+
+Each save writes a new tensors file, then replaces ``state.json`` (temp file + ``os.replace``), then
+deletes the older tensors file: a kill at any moment leaves one complete, consistent checkpoint.
+Nothing is pickled; loading reads JSON and safetensors only.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
+import random
+import re
+import signal
 import sys
+import tempfile
+import threading
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -18,7 +40,7 @@ import torch.nn.functional as F
 
 from .batching import collate, inference_batches, lengths_of, training_batches
 from .config import TrainConfig
-from .errors import TextRNNError
+from .errors import CheckpointError, TextRNNError, TrainingInterrupted
 
 log = logging.getLogger("textrnn")
 
@@ -125,12 +147,199 @@ class _Progress:
             self.bar.close()
 
 
+
+# ------------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = "textrnn-checkpoint"
+CHECKPOINT_VERSION = 1
+STATE_FILE = "state.json"
+_TENSORS_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
+# Settings that may differ on resume without changing a single number of the result.
+_RESUME_FREE = ("num_threads", "checkpoint_every")
+
+
+def data_fingerprint(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x=None, val_y=None) -> str:
+    """A digest of the encoded training and validation data: resuming on other data is refused."""
+    h = hashlib.blake2b(digest_size=16)
+    for seqs, ys in ((train_x, train_y), (val_x or [], val_y if val_y is not None else [])):
+        h.update(lengths_of(seqs).tobytes())
+        if len(seqs):
+            h.update(np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]).tobytes())
+        h.update(np.asarray(ys, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class Checkpointer:
+    """Writes and reads one run's checkpoint folder (see the module docstring)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.saved: dict | None = None  # what the last good checkpoint holds (epoch, batch, step)
+
+    # --------------------------------------------------------------------------- writing
+    def save(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Commit one checkpoint atomically; on failure the previous one stays as it was."""
+        from safetensors.torch import save_file
+
+        tmp_files: list[Path] = []
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            seq = (self.saved or {}).get("seq", 0) + 1
+            name = f"tensors-{seq:06d}.safetensors"
+            fd, tmp = tempfile.mkstemp(prefix=".tensors-", suffix=".tmp", dir=self.dir)
+            os.close(fd)
+            tmp_files.append(Path(tmp))
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": CHECKPOINT_FORMAT})
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / name)
+            state = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "seq": seq, "tensors": name, **state}
+            fd, tmp = tempfile.mkstemp(prefix=".state-", suffix=".tmp", dir=self.dir)
+            tmp_files.append(Path(tmp))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / STATE_FILE)  # the commit
+            _fsync_dir(self.dir)
+        except OSError as e:
+            for t in tmp_files:
+                t.unlink(missing_ok=True)
+            previous = (f"the previous checkpoint (epoch {self.saved['epoch']}, step {self.saved['step']}) is intact"
+                        if self.saved else "no checkpoint was written")
+            raise CheckpointError(f"Could not write a checkpoint to {str(self.dir)!r} ({e.strerror or e}); {previous}.") from None
+        self.saved = {"seq": seq, "epoch": state["epoch"], "batch": state["batch"], "step": state["step"]}
+        for old in self.dir.iterdir():  # older tensors files and temp files left by a killed save
+            if old.name != name and (_TENSORS_FILE.fullmatch(old.name) or old.name.startswith((".tensors-", ".state-"))):
+                old.unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        if not self.saved:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (epoch {self.saved['epoch']}, step {self.saved['step']}) is kept in {str(self.dir)!r}"
+
+    # --------------------------------------------------------------------------- reading
+    def load(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(state, tensors) of the committed checkpoint. Refuses anything not written by us."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.dir / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(f"No checkpoint to resume: {str(path)!r} does not exist.")
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"{str(path)!r} is damaged or not a textrnn checkpoint (not JSON: {e}).") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{str(path)!r} is not a textrnn checkpoint. Received: format={got!r}")
+        version = state.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{str(path)!r} was written by a newer textrnn (format_version={version!r}; "
+                                  f"this one reads up to {CHECKPOINT_VERSION}).")
+        name = state.get("tensors")
+        # A name, never a path: a checkpoint cannot make us read outside its folder.
+        if not isinstance(name, str) or not _TENSORS_FILE.fullmatch(name):
+            raise CheckpointError(f"{str(path)!r} names an invalid tensors file. Received: tensors={name!r}")
+        try:
+            tensors = load_file(str(self.dir / name))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{str(self.dir / name)!r} is missing, damaged or not a safetensors file ({e}).") from None
+        self.saved = {k: state.get(k) for k in ("seq", "epoch", "batch", "step")}
+        return state, tensors
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The optimizer's state dict split into JSON (settings, plain values) and tensors."""
+    sd = optimizer.state_dict()
+    tensors, values = {}, {}
+    for idx, per_param in sd["state"].items():
+        for key, v in per_param.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optimizer.{idx}.{key}"] = v
+            else:
+                values.setdefault(str(idx), {})[key] = v
+    return {"param_groups": sd["param_groups"], "values": values}, tensors
+
+
+def _optimizer_from_files(saved: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("optimizer."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = v
+    for idx, values in saved["values"].items():
+        state.setdefault(int(idx), {}).update(values)
+    # JSON turned tuples (Adam's betas) into lists
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in saved["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+class _DeferredInterrupt:
+    """While checkpointing is on, the first Ctrl-C only asks the loop to stop at the next step
+    boundary (where a consistent checkpoint can be written); a second one stops at once."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self.previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        log.warning("Ctrl-C: stopping after this step to write a checkpoint (press Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if self.enabled:
+            self.previous = signal.getsignal(signal.SIGINT)
+            if self.previous is None:  # installed from C; restore the Python default
+                self.previous = signal.default_int_handler
+            signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled and not self.requested:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _finite_parameters(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, config: TrainConfig,
         val_x: Sequence[np.ndarray] | None = None, val_y: np.ndarray | None = None,
-        progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None) -> list[dict]:
+        progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
     """Train ``model`` in place; returns the history (one dict per epoch). With validation data the
-    weights of the best epoch (by ``config.monitor``) are restored at the end."""
+    weights of the best epoch (by ``config.monitor``) are restored at the end.
+
+    With ``checkpoint_dir`` a checkpoint is written at every epoch end and every
+    ``config.checkpoint_every`` steps; ``resume=True`` continues from it, and the result is the
+    same, bit for bit on CPU, as a run that was never interrupted. Ctrl-C then stops at the next
+    step with a checkpoint written (:class:`TrainingInterrupted`)."""
+    if resume and checkpoint_dir is None:
+        raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
     seed_everything(config.seed)
+    random.seed(config.seed)
     set_threads(config.num_threads)
     rng = np.random.default_rng(config.seed)
     train_y = np.asarray(train_y, dtype=np.int64)
@@ -143,64 +352,194 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
     has_val = val_x is not None and len(val_x) > 0
     better = (lambda a, b: a > b) if config.monitor == "val_accuracy" else (lambda a, b: a < b)
-    best, best_state, best_epoch, waited = None, None, 0, 0
-    history: list[dict] = []
     targets_all = torch.from_numpy(train_y)
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        total_loss, correct, seen, tokens = 0.0, 0, 0, 0
-        bar = _Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
-        for idx in training_batches(lengths, config.batch_size, rng):
-            ids, lens = collate([train_x[i] for i in idx], equal_length=config.equal_length_batches)
-            y = targets_all[idx]
-            logits = model(ids, lens)  # (B, C)
-            loss = loss_fn(logits, y, weights)
-            if not torch.isfinite(loss):
-                raise TextRNNError(f"Training diverged: the loss became {float(loss)} at epoch {epoch}. "
-                                   f"Try a lower learning rate (received: learning_rate={config.learning_rate}).")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            n = len(idx)
-            total_loss += loss.item() * n
-            correct += int((predicted_class(logits.detach()) == y).sum())
-            seen += n
-            tokens += int(lens.sum())
-            bar.update(1, loss=total_loss / seen, accuracy=correct / seen)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
-               "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9),
-               "learning_rate": optimizer.param_groups[0]["lr"]}
-        if has_val:
-            row["val_loss"], row["val_accuracy"], _ = evaluate_loss(model, val_x, np.asarray(val_y, dtype=np.int64))
-        row["elapsed"] = time.perf_counter() - start
-        history.append(row)
-        if progress:
-            log.info("epoch %d/%d  %s", epoch, config.epochs,
-                     "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-                     + f"  ({seconds:.1f}s, {row['tokens_per_s']:,.0f} tokens/s)")
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if has_val:
-            score = row[config.monitor]
-            if best is None or better(score, best):
-                best, best_epoch, waited = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                waited += 1
-                if config.early_stopping_patience and waited >= config.early_stopping_patience:
-                    log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
-                             config.monitor, waited, best, best_epoch)
-                    break
+    ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = data_fingerprint(train_x, train_y, val_x, val_y) if ckpt else None
+    settings = dataclasses.asdict(config)
+
+    # Everything the loop carries from step to step; a checkpoint is this plus the tensors.
+    loop = {"epoch": 1, "batch": 0, "step": 0, "finished": False, "epoch_rng": None,
+            "totals": {"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0}, "elapsed": 0.0,
+            "best": None, "best_epoch": 0, "waited": 0, "history": []}
+    best_state = None
+    if resume:
+        loop, best_state = _restore(ckpt, model, optimizer, schedule, rng, settings, fingerprint)
+        log.info("resuming from epoch %d, batch %d (step %d)%s", loop["epoch"], loop["batch"], loop["step"],
+                 " - training had finished" if loop["finished"] else "")
+
+    def snapshot(epoch_done: bool) -> None:
+        if not _finite_parameters(model):  # never save a diverged state over a good one
+            raise TextRNNError(f"Training diverged: the weights are no longer finite at epoch {loop['epoch']}, step "
+                               f"{loop['step']}; {ckpt.describe()}. Try a lower learning rate (received: "
+                               f"learning_rate={config.learning_rate}).")
+        opt_json, opt_tensors = _optimizer_to_files(optimizer)
+        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors,
+                   "rng.torch": torch.get_rng_state()}
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        np_legacy = np.random.get_state()
+        state = {**loop, "epoch_done": epoch_done, "steps_per_epoch": steps_per_epoch, "config": settings,
+                 "data": fingerprint, "optimizer": opt_json,
+                 "scheduler": schedule.state_dict() if schedule is not None else None,
+                 "rng": {"numpy": rng.bit_generator.state, "python": random.getstate(),
+                         "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]]},
+                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        ckpt.save(state, tensors)
+
+    start = time.perf_counter() - loop["elapsed"]
+    history = loop["history"]
+    with _DeferredInterrupt(enabled=ckpt is not None) as interrupt:
+        epoch = loop["epoch"]
+        while not loop["finished"] and epoch <= config.epochs:
+            loop["epoch"] = epoch
+            model.train()
+            resumed_at = None
+            if loop["batch"] == 0:
+                loop["epoch_rng"] = rng.bit_generator.state  # so a resumed run redraws this epoch's order
+                loop["totals"] = {"loss": 0.0, "correct": 0, "seen": 0, "tokens": 0, "seconds": 0.0}
+            else:  # resuming mid-epoch: redraw the epoch's batch order from its start
+                resumed_at = rng.bit_generator.state
+                try:
+                    rng.bit_generator.state = loop["epoch_rng"]
+                except (TypeError, ValueError, KeyError) as e:
+                    raise CheckpointError(f"{str(ckpt.dir)!r} is damaged (epoch_rng: {e}).") from None
+            batches = training_batches(lengths, config.batch_size, rng)
+            if resumed_at is not None and (rng.bit_generator.state != resumed_at or len(batches) <= loop["batch"]):
+                raise CheckpointError(f"{str(ckpt.dir)!r}: the batch order of epoch {epoch} cannot be redrawn as it was; "
+                                      f"the checkpoint is damaged or from other data.")
+            tot = loop["totals"]
+            t0 = time.perf_counter() - tot["seconds"]
+            bar = _Progress(steps_per_epoch, f"epoch {epoch}/{config.epochs}", progress)
+            bar.update(loop["batch"])
+            for b in range(loop["batch"], len(batches)):
+                idx = batches[b]
+                ids, lens = collate([train_x[i] for i in idx], equal_length=config.equal_length_batches)
+                y = targets_all[idx]
+                logits = model(ids, lens)  # (B, C)
+                loss = loss_fn(logits, y, weights)
+                if not torch.isfinite(loss):
+                    kept = f"; {ckpt.describe()}" if ckpt else ""
+                    raise TextRNNError(f"Training diverged: the loss became {float(loss)} at epoch {epoch}, step "
+                                       f"{loop['step'] + 1}{kept}. Try a lower learning rate (received: "
+                                       f"learning_rate={config.learning_rate}).")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip_grad_norm:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step()
+                n = len(idx)
+                tot["loss"] += loss.item() * n
+                tot["correct"] += int((predicted_class(logits.detach()) == y).sum())
+                tot["seen"] += n
+                tot["tokens"] += int(lens.sum())
+                loop["batch"], loop["step"] = b + 1, loop["step"] + 1
+                bar.update(1, loss=tot["loss"] / tot["seen"], accuracy=tot["correct"] / tot["seen"])
+                if ckpt is not None and b + 1 < len(batches) and (
+                        interrupt.requested or (config.checkpoint_every and loop["step"] % config.checkpoint_every == 0)):
+                    tot["seconds"] = time.perf_counter() - t0
+                    loop["elapsed"] = time.perf_counter() - start
+                    snapshot(epoch_done=False)
+                    if interrupt.requested:
+                        bar.close()
+                        raise TrainingInterrupted(f"Training stopped at epoch {epoch}, batch {b + 1} of {len(batches)}; "
+                                                  f"checkpoint saved in {str(ckpt.dir)!r}.", ckpt.dir)
+            bar.close()
+            seconds = time.perf_counter() - t0
+            seen = max(tot["seen"], 1)
+            row = {"epoch": epoch, "loss": tot["loss"] / seen, "accuracy": tot["correct"] / seen,
+                   "seconds": seconds, "tokens_per_s": tot["tokens"] / max(seconds, 1e-9),
+                   "learning_rate": optimizer.param_groups[0]["lr"]}
+            if has_val:
+                row["val_loss"], row["val_accuracy"], _ = evaluate_loss(model, val_x, np.asarray(val_y, dtype=np.int64))
+            row["elapsed"] = time.perf_counter() - start
+            history.append(row)
+            if progress:
+                log.info("epoch %d/%d  %s", epoch, config.epochs,
+                         "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+                         + f"  ({seconds:.1f}s, {row['tokens_per_s']:,.0f} tokens/s)")
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            stop = False
+            if has_val:
+                score = row[config.monitor]
+                if loop["best"] is None or better(score, loop["best"]):
+                    loop["best"], loop["best_epoch"], loop["waited"] = score, epoch, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    loop["waited"] += 1
+                    if config.early_stopping_patience and loop["waited"] >= config.early_stopping_patience:
+                        log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                                 config.monitor, loop["waited"], loop["best"], loop["best_epoch"])
+                        stop = True
+            loop["finished"] = stop or epoch == config.epochs
+            loop["batch"] = 0
+            loop["elapsed"] = time.perf_counter() - start
+            if ckpt is not None:
+                snapshot(epoch_done=True)
+                if interrupt.requested and not loop["finished"]:
+                    raise TrainingInterrupted(f"Training stopped after epoch {epoch} of {config.epochs}; "
+                                              f"checkpoint saved in {str(ckpt.dir)!r}.", ckpt.dir)
+            epoch += 1
     if best_state is not None:
         model.load_state_dict(best_state)
         for row in history:
-            row["best"] = row["epoch"] == best_epoch
+            row["best"] = row["epoch"] == loop["best_epoch"]
     return history
+
+
+def _restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.random.Generator,
+             settings: dict, fingerprint: str) -> tuple[dict, dict | None]:
+    """Put model, optimizer, schedule and every RNG back where the checkpoint left them."""
+    state, tensors = ckpt.load()
+    where = str(ckpt.dir)
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{where!r}: the checkpoint holds no training settings; it is damaged.")
+    for key, value in settings.items():
+        if key not in _RESUME_FREE and saved.get(key) != value:
+            raise CheckpointError(f"{where!r} was written with train.{key}={saved.get(key)!r}, but the run to resume has "
+                                  f"train.{key}={value!r}; resume with the run's own config.")
+    if state.get("data") != fingerprint:
+        raise CheckpointError(f"{where!r} was written for other training data (the texts, labels, vocabulary or "
+                              f"length settings differ); resume needs the same data as the interrupted run.")
+    try:
+        model_state = _prefixed(tensors, "model.")
+        expected = model.state_dict()
+        bad = [k for k in expected if k not in model_state or model_state[k].shape != expected[k].shape]
+        if bad or len(model_state) != len(expected):
+            k = bad[0] if bad else next(k for k in model_state if k not in expected)
+            raise CheckpointError(f"{where!r}: the checkpoint's weights do not fit the model ({k}).")
+        model.load_state_dict(model_state)
+        best = _prefixed(tensors, "best.") or None
+        if best is not None and set(best) != set(expected):
+            raise CheckpointError(f"{where!r}: the checkpoint's best weights do not fit the model.")
+        opt = state["optimizer"]
+        fresh_groups = optimizer.state_dict()["param_groups"]
+        if len(opt["param_groups"]) != len(fresh_groups) or any(
+                set(g) != set(f) for g, f in zip(opt["param_groups"], fresh_groups)):
+            raise CheckpointError(f"{where!r}: the optimizer state does not match train.optimizer (or another "
+                                  f"torch version wrote it).")
+        optimizer.load_state_dict(_optimizer_from_files(opt, tensors))
+        if schedule is not None:
+            sched = state["scheduler"]
+            if not isinstance(sched, dict) or set(sched) != set(schedule.state_dict()):
+                raise CheckpointError(f"{where!r}: the scheduler state does not match train.schedule (or another "
+                                      f"torch version wrote it).")
+            schedule.load_state_dict(sched)
+        torch.set_rng_state(tensors["rng.torch"])
+        rng.bit_generator.state = state["rng"]["numpy"]
+        version, internal, gauss = state["rng"]["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = state["rng"]["numpy_legacy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        loop = {k: state[k] for k in ("epoch", "batch", "step", "finished", "epoch_rng", "totals", "elapsed",
+                                      "best", "best_epoch", "waited", "history")}
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{where!r} is damaged or not a textrnn checkpoint ({type(e).__name__}: {e}).") from None
+    if loop["batch"] and state.get("steps_per_epoch") is not None and loop["batch"] >= state["steps_per_epoch"]:
+        raise CheckpointError(f"{where!r} is damaged: batch {loop['batch']} of an epoch of {state['steps_per_epoch']}.")
+    return loop, best

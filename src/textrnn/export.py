@@ -1,0 +1,315 @@
+"""ONNX export, and a classifier that runs the exported file with onnxruntime.
+
+Packed sequences do not export (``pack_padded_sequence`` has no ONNX form, and tracing would freeze
+the equal-length-or-not branch of ``RNNClassifier.encode``). So the export runs a forward written
+for export, ``ExportForward``, that needs no packing and is still exact for post-padded batches of
+mixed lengths:
+
+- forward direction: run over the whole padded sequence; the states at real positions never saw a
+  pad (pads come after), and the last real state is the state at ``length - 1`` (a gather).
+- backward direction: it must start at each text's last real token, not at the padding. Each
+  sequence is reversed *within its length* (a gather with index ``length-1-t`` for ``t < length``,
+  ``t`` after), run forward with the backward weights, and reversed back with the same index (the
+  permutation is its own inverse). Its final state is then the output at position 0.
+- layers stack as PyTorch stacks them: each layer reads both directions of the one below.
+- states past each length are set to zero (as ``pad_packed_sequence`` does) and max/mean pooling
+  are always masked, so no branch depends on the data.
+
+Every recurrent layer is one ONNX LSTM/GRU/RNN op over the sequence, with dynamic batch and
+sequence axes; inputs ``ids`` int64 (B, T) and ``lengths`` int64 (B,), output ``logits`` (B, C).
+The tokenizer, vocabulary and labels stay in the artifact directory beside it (``model.onnx`` in
+the model directory by default), and the file records a hash of the weights it came from, so
+loading it next to another model fails clearly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ArtifactError, TextRNNError
+
+log = logging.getLogger("textrnn")
+
+ONNX_FILE = "model.onnx"
+INPUTS, OUTPUT = ("ids", "lengths"), "logits"
+
+
+def weights_digest(model_dir: str | os.PathLike) -> str | None:
+    path = Path(model_dir) / "weights.safetensors"
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _export_module(model):
+    """An ``nn.Module`` computing ``model``'s logits without packing (see the module docstring)."""
+    import torch
+    import torch.nn as nn
+
+    from .models import BagOfEmbeddings, RNNClassifier
+
+    def masked_pool(out, valid, lengths, poolings, last=None):  # out (B, T, D), valid (B, T)
+        parts = []
+        for p in poolings:
+            if p == "last":
+                parts.append(last)
+            elif p == "max":
+                parts.append(out.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(1))
+            elif p == "mean":
+                parts.append((out * valid.unsqueeze(-1).to(out.dtype)).sum(1) / lengths.unsqueeze(1).to(out.dtype))
+        return torch.cat(parts, dim=1)
+
+    def positions(ids, lengths):
+        T = ids.shape[1]
+        steps = torch.arange(T, device=ids.device).unsqueeze(0)  # (1, T)
+        valid = steps < lengths.unsqueeze(1)  # (B, T)
+        return valid
+
+    class RNNExport(nn.Module):
+        def __init__(self, m: RNNClassifier):
+            super().__init__()
+            c = m.config
+            self.poolings = list(c.poolings)
+            self.cell, self.H = c.cell, c.hidden_size
+            self.dirs = 2 if c.bidirectional else 1
+            self.embedding, self.head = m.embedding, m.head
+            cls = type(m.rnn)
+            extra = {"nonlinearity": m.rnn.nonlinearity} if c.cell == "rnn" else {}
+            self.layers = nn.ModuleList()
+            for layer in range(c.num_layers):
+                size_in = c.embedding_dim if layer == 0 else c.hidden_size * self.dirs
+                directions = nn.ModuleList()
+                for suffix in ([""] if self.dirs == 1 else ["", "_reverse"]):
+                    r = cls(size_in, c.hidden_size, batch_first=True, bias=m.rnn.bias, **extra)
+                    with torch.no_grad():
+                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                            src = getattr(m.rnn, f"{name}_l{layer}{suffix}", None)
+                            if src is not None:
+                                getattr(r, f"{name}_l0").copy_(src)
+                    directions.append(r)
+                self.layers.append(directions)
+
+        def _run(self, rnn, x):  # x (B, T, I) -> (B, T, H)
+            h0 = x.new_zeros(1, x.shape[0], self.H)  # explicit, so the batch axis stays dynamic
+            out, _ = rnn(x, (h0, h0) if self.cell == "lstm" else h0)
+            return out
+
+        def forward(self, ids, lengths):
+            lengths = lengths.clamp(min=1)  # as RNNClassifier: an empty text is one <pad>
+            B, T = ids.shape
+            valid = positions(ids, lengths)  # (B, T)
+            steps = torch.arange(T, device=ids.device).unsqueeze(0)  # (1, T)
+            # index reversing each text within its length; positions past it stay put
+            rev = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps.expand(B, T))  # (B, T)
+            x = self.embedding(ids)  # (B, T, E)
+            fwd = bwd = x
+            for directions in self.layers:
+                fwd = self._run(directions[0], x)  # (B, T, H)
+                parts = [fwd]
+                if self.dirs == 2:
+                    idx = rev.unsqueeze(-1).expand(B, T, x.shape[2])
+                    bwd = self._run(directions[1], x.gather(1, idx))  # (B, T, H), in reversed order
+                    bwd = bwd.gather(1, rev.unsqueeze(-1).expand(B, T, self.H))  # back in text order
+                    parts.append(bwd)
+                x = torch.cat(parts, dim=2)  # (B, T, dirs*H)
+            out = x * valid.unsqueeze(-1).to(x.dtype)  # zero past each length
+            last_index = (lengths - 1).view(B, 1, 1).expand(B, 1, self.H)
+            last = [fwd.gather(1, last_index).squeeze(1)]  # (B, H)
+            if self.dirs == 2:
+                last.append(bwd[:, 0])  # the backward direction ends at position 0
+            last = torch.cat(last, dim=1)  # (B, dirs*H)
+            return self.head(masked_pool(out, valid, lengths, self.poolings, last))  # (B, C)
+
+    class BagExport(nn.Module):
+        def __init__(self, m: BagOfEmbeddings):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, lengths):
+            lengths = lengths.clamp(min=1)
+            valid = positions(ids, lengths)
+            pooled = masked_pool(self.m.embedding(ids), valid, lengths, self.m.poolings)
+            return self.m.head(torch.relu(self.m.hidden(pooled)))
+
+    if isinstance(model, RNNClassifier):
+        return RNNExport(model).eval()
+    if isinstance(model, BagOfEmbeddings):
+        return BagExport(model).eval()
+    raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier or BagOfEmbeddings.")
+
+
+def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = None, opset: int = 17,
+                check: bool = True) -> dict:
+    """Export the model in ``model_dir`` to ONNX at ``path`` (default ``model_dir/model.onnx``).
+
+    With ``check`` (and onnxruntime installed) the file is run on a batch of mixed lengths and
+    compared with PyTorch; returns ``{"path", "max_abs_diff"}``."""
+    import torch
+
+    from .classifier import TextClassifier
+
+    clf = TextClassifier.load(model_dir)
+    path = Path(path) if path is not None else Path(model_dir) / ONNX_FILE
+    if path.is_dir():
+        raise TextRNNError(f"--onnx must be a file path. Received: {str(path)!r} (a directory)")
+    module = _export_module(clf.model_)
+    V = len(clf.vocab_)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, max(V, 3), (3, 7), generator=g) % V
+    lengths = torch.tensor([7, 4, 1])
+    ids[1, 4:] = 0
+    ids[2, 1:] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with warnings.catch_warnings():
+            # the TorchScript-based exporter: it maps nn.LSTM/GRU/RNN to ONNX's own ops with a dynamic
+            # sequence axis (the torch.export-based one needs onnxscript and unrolls loops)
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (ids, lengths), str(tmp), dynamo=False, input_names=list(INPUTS),
+                              output_names=[OUTPUT], opset_version=opset,
+                              dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"},
+                                            "logits": {0: "batch"}})
+        _stamp(tmp, clf, model_dir)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    result: dict[str, Any] = {"path": str(path), "max_abs_diff": None}
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            log.info("onnxruntime is not installed: the export was not checked (pip install 'textrnn[onnx]')")
+            return result
+        result["max_abs_diff"] = parity(clf, OnnxClassifier(model_dir, path))
+    return result
+
+
+def _stamp(path: Path, clf, model_dir) -> None:
+    """Record in the ONNX file which model it came from."""
+    import onnx
+
+    from . import __version__
+
+    proto = onnx.load(str(path))
+    meta = {"textrnn_version": __version__, "labels": json.dumps(clf.classes_),
+            "vocab_size": str(len(clf.vocab_)), "weights_sha256": weights_digest(model_dir) or ""}
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "textrnn"
+    onnx.save(proto, str(path))
+
+
+def parity(clf, onnx_clf: "OnnxClassifier", texts: Sequence[str] | None = None) -> float:
+    """Largest absolute difference between PyTorch's and onnxruntime's logits on a batch of mixed
+    lengths (texts made from the vocabulary when none are given)."""
+    from .training import predict_logits
+
+    if texts is None:
+        words = clf.vocab_.tokens[2:] or ["x"]
+        rng = np.random.default_rng(0)
+        texts = [" ".join(rng.choice(words, size=n)) for n in (1, 3, 7, 20, 50, 5, 2)] + ["", "zzqx unknownword"]
+    a = predict_logits(clf.model_, clf.encode(texts))
+    b = onnx_clf.decision_function(texts)
+    return float(np.abs(a - b).max())
+
+
+class OnnxClassifier:
+    """The inference half of a TextClassifier on onnxruntime: ``predict_proba``, ``predict``,
+    ``encode`` and ``forward_ids``, with the tokenizer, vocabulary and labels of the artifact
+    directory. Inference runs in onnxruntime only; the weights file is not read."""
+
+    def __init__(self, model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
+                 num_threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TextRNNError("The ONNX runtime needs onnxruntime: pip install 'textrnn[onnx]'") from None
+        from .config import Config
+        from .errors import ConfigError
+        from .text import Tokenizer, Vocabulary
+
+        model_dir = Path(model_dir)
+        onnx_path = Path(onnx_path) if onnx_path is not None else model_dir / ONNX_FILE
+        for f in ("config.json", "vocab.txt", "labels.json"):
+            if not (model_dir / f).is_file():
+                raise ArtifactError(f"{str(model_dir)!r} is not a complete textrnn model: missing {f}")
+        if not onnx_path.is_file():
+            raise ArtifactError(f"ONNX file not found: {str(onnx_path)!r}; make it with: textrnn export {model_dir} --onnx {onnx_path}")
+        try:
+            self.meta_ = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            self.classes_ = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
+            self.config_ = Config.from_dict(self.meta_.get("config", {}), source=str(model_dir / "config.json"))
+        except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, AttributeError) as e:
+            raise ArtifactError(f"{str(model_dir)!r}: cannot read the model's config ({e})") from None
+        t = self.config_.text
+        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        self.vocab_ = Vocabulary.load(model_dir / "vocab.txt")
+        self.history_ = self.meta_.get("history", [])
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session_ = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors for a bad file
+            raise ArtifactError(f"{str(onnx_path)!r} is not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+        stamp = self.session_.get_modelmeta().custom_metadata_map
+        digest = weights_digest(model_dir)
+        if stamp.get("weights_sha256") and digest and stamp["weights_sha256"] != digest:
+            raise ArtifactError(f"{str(onnx_path)!r} was exported from another model than {str(model_dir)!r} "
+                                f"(the weights differ); export it again: textrnn export {model_dir} --onnx {onnx_path}")
+        if stamp.get("vocab_size") and int(stamp["vocab_size"]) != len(self.vocab_):
+            raise ArtifactError(f"{str(onnx_path)!r} expects a vocabulary of {stamp['vocab_size']} tokens but "
+                                f"{str(model_dir / 'vocab.txt')!r} has {len(self.vocab_)}")
+        self.onnx_path_ = onnx_path
+        self._lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        from .text import encode_texts
+
+        t = self.config_.text
+        return encode_texts(texts, self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
+
+    def forward_ids(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Logits (B, C) for post-padded ids (B, T) and lengths (B,)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        return self.session_.run([OUTPUT], {"ids": ids, "lengths": lengths})[0]
+
+    def decision_function(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TextRNNError("texts must be a list of strings, not a single string.")
+        seqs = self.encode(["" if t is None else str(t) for t in texts])
+        out = np.empty((len(seqs), 1 if len(self.classes_) == 2 else len(self.classes_)), dtype=np.float32)
+        order = np.argsort(-np.array([len(s) for s in seqs], dtype=np.int64), kind="stable")
+        for idx in (order[i:i + batch_size] for i in range(0, len(order), batch_size)):  # longest first: little padding
+            lengths = np.array([len(seqs[i]) for i in idx], dtype=np.int64)
+            ids = np.zeros((len(idx), max(int(lengths.max()), 1)), dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids[row, :len(seqs[i])] = seqs[i]
+            out[idx] = self.forward_ids(ids, lengths)
+        return out
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
+        from .evaluation import probabilities
+
+        return probabilities(self.decision_function(texts, batch_size))
+
+    def predict(self, texts: Sequence[str], batch_size: int = 512) -> list:
+        return [self.classes_[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
