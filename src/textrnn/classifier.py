@@ -28,7 +28,7 @@ from .config import FLAT_KEYS, Config
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
 from .evaluation import compute_metrics, probabilities
 from .models import build_model
-from .text import Tokenizer, Vocabulary, encode_texts
+from .text import TokenizedCorpus, Tokenizer, Vocabulary, encode_texts, tokenize_cached
 from .training import fit as fit_model
 from .training import predict_logits
 
@@ -99,10 +99,11 @@ class TextClassifier:
     # ------------------------------------------------------------------ fitting
     def fit(self, texts, labels, validation_data: tuple | None = None, validation_split: float | None = None,
             progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False) -> "TextClassifier":
+            resume: bool = False, on_epoch_end=None) -> "TextClassifier":
         """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
         (every ``train.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
-        an interrupted fit from them, with the same result as an uninterrupted one."""
+        an interrupted fit from them, with the same result as an uninterrupted one.
+        ``on_epoch_end(row)`` is called with each epoch's history row (the model is usable in it)."""
         from .datasets import train_validation_split
 
         config = self._resolved_config()
@@ -122,20 +123,20 @@ class TextClassifier:
         self._index = {c: i for i, c in enumerate(classes)}
         t = config.text
         self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
-        token_lists = [self.tokenizer_(x) for x in texts]
-        self.vocab_ = Vocabulary.build(token_lists, max_size=t.max_vocab_size, min_freq=t.min_freq)
-        train_x = self._encode_tokens(token_lists)
+        corpus = self._tokenize(texts)
+        self.vocab_ = corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
+        train_x = corpus.encode(self.vocab_, t.max_length, t.truncating, t.head_fraction)
         train_y = np.array([self._index[l] for l in labels], dtype=np.int64)
         val_x = val_y = None
         if validation_data is not None:
             val_texts, val_labels = validation_data
-            val_x = self._encode_tokens([self.tokenizer_(x) for x in _check_texts(val_texts, "validation texts")])
+            val_x = self._encode_many(_check_texts(val_texts, "validation texts"))
             val_y = self._targets(val_labels)
         torch.manual_seed(config.train.seed)
         self.model_ = build_model(config.model, len(self.vocab_), len(classes))
         self.embedding_coverage_ = self._load_pretrained(config)
         self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress,
-                                  checkpoint_dir=checkpoint_dir, resume=resume)
+                                  checkpoint_dir=checkpoint_dir, resume=resume, on_epoch_end=on_epoch_end)
         self.model_.eval()
         return self
 
@@ -161,12 +162,18 @@ class TextClassifier:
         if not hasattr(self, "model_"):
             raise NotFittedError("This TextClassifier is not fitted yet: call fit(texts, labels) or textrnn.load(path).")
 
-    def _encode_tokens(self, token_lists: list[list[str]]) -> list[np.ndarray]:
-        from .text import truncate
+    def _tokenize(self, texts: list[str]) -> TokenizedCorpus:
+        cache = None
+        if self.config_.data.cache_tokens and len(texts) >= 1000:
+            from .datasets import cache_dir
 
-        t, get = self.config_.text, self.vocab_.index.get
-        return [np.asarray(truncate([get(w, 1) for w in toks], t.max_length, t.truncating, t.head_fraction), dtype=np.int32)
-                for toks in token_lists]
+            cache = cache_dir() / "tokens"
+        return tokenize_cached(texts, self.tokenizer_, cache)
+
+    def _encode_many(self, texts: list[str]) -> list[np.ndarray]:
+        """``encode`` through the token cache: for training, validation and evaluation sets."""
+        t = self.config_.text
+        return self._tokenize(texts).encode(self.vocab_, t.max_length, t.truncating, t.head_fraction)
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of each text, truncated as configured (unpadded)."""
@@ -198,7 +205,8 @@ class TextClassifier:
         if len(texts) != len(labels):
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
         y = self._targets(labels)
-        return compute_metrics(y, self.predict_proba(texts, batch_size), self.classes_)
+        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size))
+        return compute_metrics(y, proba, self.classes_)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict | None = None) -> Path:
