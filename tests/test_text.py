@@ -95,3 +95,23 @@ def test_pad_shape_and_content(seqs, max_length, padding):
     for row, n, s in zip(ids, lengths, seqs):
         real = row[:n] if padding == "post" else row[max_length - n:]
         assert real.tolist() == s[:max_length] and (row != PAD_ID).sum() == n
+
+
+def test_tokenized_corpus_matches_the_plain_path_and_caches(tmp_path):
+    from textrnn.text import TokenizedCorpus, tokenize_cached
+
+    texts = ["A good film!", "", "bad, BAD film<br />really", "ünïcode wörds good"] * 3
+    tok = Tokenizer()
+    corpus = TokenizedCorpus.build(texts, tok)
+    for max_size, min_freq in ((None, 1), (5, 1), (None, 3)):
+        assert corpus.vocabulary(max_size, min_freq).tokens == Vocabulary.build(map(tok, texts), max_size, min_freq).tokens
+    v = corpus.vocabulary(6)
+    for mode in ("post", "pre", "head_tail"):
+        got = corpus.encode(v, 3, mode)
+        want = encode_texts(texts, tok, v, 3, mode)
+        assert [g.tolist() for g in got] == [w.tolist() for w in want]
+    first = tokenize_cached(texts, tok, tmp_path)
+    assert len(list(tmp_path.glob("tokens-*.npz"))) == 1
+    again = tokenize_cached(texts, tok, tmp_path)
+    assert again.types == first.types and again.ids.tolist() == first.ids.tolist()
+    assert tokenize_cached(texts, Tokenizer(lower=False), tmp_path).types != first.types  # settings are in the key

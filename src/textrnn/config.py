@@ -56,6 +56,7 @@ class DataConfig:
     imdb_path: str | None = None   # else $TEXTRNN_IMDB, else the cache, else download
     limit: int | None = None       # train on a seeded sample of this many rows (quick runs)
     validation_split: float = 0.1
+    cache_tokens: bool = True      # cache tokenized corpora of 1,000+ texts (the slow part of preparation)
 
     def __post_init__(self) -> None:
         _positive(self, "limit")
@@ -188,8 +189,8 @@ class Config:
             for key in values:
                 if key not in known:
                     raise ConfigError(f"{source}: unknown setting {name}.{key}." + did_you_mean(key, known))
-            typed = {k: _coerce(section_cls, k, v, f"{name}.{k}") for k, v in values.items()}
             try:
+                typed = {k: _coerce(section_cls, k, v, f"{name}.{k}") for k, v in values.items()}
                 parts[name] = section_cls(**typed)
             except ConfigError as e:
                 raise ConfigError(f"{source}: {e}") from None
@@ -227,7 +228,7 @@ class Config:
             section, _, key = dotted.partition(".")
             if section not in self.SECTIONS or not key:
                 raise ConfigError(f"Overrides look like section.key=value with section in {', '.join(self.SECTIONS)}. "
-                                  f"Received: {dotted!r}" + did_you_mean(section, self.SECTIONS))
+                                  f"Received: {dotted!r}." + did_you_mean(section, self.SECTIONS))
             d[section][key] = _parse_value(value) if isinstance(value, str) and not isinstance(assignments, dict) else value
         return Config.from_dict(d, source="override")
 

@@ -86,21 +86,11 @@ class Vocabulary:
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], max_size: int | None = None, min_freq: int = 1) -> "Vocabulary":
         """``max_size`` counts the specials; ``min_freq`` drops rarer tokens."""
-        if max_size is not None and max_size < len(SPECIALS) + 1:
-            raise ConfigError(f"max_vocab_size must be at least 3 (two specials and one word). Received: max_vocab_size={max_size}")
-        if min_freq < 1:
-            raise ConfigError(f"min_freq must be at least 1. Received: min_freq={min_freq}")
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
-        for s in SPECIALS:
-            counts.pop(s, None)
-        ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-        if max_size is not None:
-            ranked = ranked[: max_size - len(SPECIALS)]
-        vocab = cls([*SPECIALS, *ranked])
-        vocab.counts = {t: counts[t] for t in ranked}
-        return vocab
+        types = list(counts)
+        return _vocab_from_counts(types, np.array([counts[t] for t in types], dtype=np.int64), max_size, min_freq)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -179,3 +169,110 @@ def encode_texts(texts: Iterable[str], tokenizer: Tokenizer, vocab: Vocabulary, 
         ids = [get(t, UNK_ID) for t in tokenizer(text)]
         out.append(np.asarray(truncate(ids, max_length, truncating, head_fraction), dtype=np.int32))
     return out
+
+
+class TokenizedCorpus:
+    """Texts tokenized once, as ids into a corpus-wide list of distinct tokens.
+
+    Tokenizing is the slow part of preparation (pure Python regexes); everything after it, the
+    vocabulary with any ``max_size``/``min_freq`` and the encoding, follows from this compact form
+    with numpy in milliseconds. So it is what gets cached (see ``tokenize_cached``).
+    """
+
+    def __init__(self, types: list[str], ids: np.ndarray, offsets: np.ndarray):
+        self.types = types                 # distinct tokens, first-seen order
+        self.ids = ids                     # (total_tokens,) int32 indices into types
+        self.offsets = offsets             # (N + 1,) int64: text i is ids[offsets[i]:offsets[i + 1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def build(cls, texts: Iterable[str], tokenizer: Tokenizer) -> "TokenizedCorpus":
+        index: dict[str, int] = {}
+        setdefault = index.setdefault
+        flat: list[int] = []
+        offsets = [0]
+        for text in texts:
+            # setdefault(t, len(index)) gives a new token the next free id
+            flat.extend([setdefault(t, len(index)) for t in tokenizer(text)])
+            offsets.append(len(flat))
+        return cls(list(index), np.asarray(flat, dtype=np.int32), np.asarray(offsets, dtype=np.int64))
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.ids, minlength=len(self.types))
+
+    def vocabulary(self, max_size: int | None = None, min_freq: int = 1) -> Vocabulary:
+        """The same vocabulary ``Vocabulary.build`` gives on these texts."""
+        return _vocab_from_counts(self.types, self.counts(), max_size, min_freq)
+
+    def encode(self, vocab: Vocabulary, max_length: int, truncating: str = "post", head_fraction: float = 0.5) -> list[np.ndarray]:
+        get = vocab.index.get
+        lut = np.fromiter((get(t, UNK_ID) for t in self.types), dtype=np.int32, count=len(self.types))
+        mapped = lut[self.ids] if len(self.ids) else self.ids
+        out = []
+        for start, end in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist()):
+            seq = mapped[start:end]
+            if end - start > max_length:
+                seq = np.asarray(truncate(seq, max_length, truncating, head_fraction), dtype=np.int32)
+            out.append(seq)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        blob = np.frombuffer("\n".join(self.types).encode("utf-8"), dtype=np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, types=blob, ids=self.ids, offsets=self.offsets)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TokenizedCorpus":
+        with np.load(path, allow_pickle=False) as z:
+            blob = z["types"].tobytes().decode("utf-8")
+            return cls(blob.split("\n") if blob else [], z["ids"], z["offsets"])
+
+
+def _vocab_from_counts(types: list[str], counts: np.ndarray, max_size: int | None, min_freq: int) -> Vocabulary:
+    if min_freq < 1:
+        raise ConfigError(f"min_freq must be at least 1. Received: min_freq={min_freq}")
+    if max_size is not None and max_size < len(SPECIALS) + 1:
+        raise ConfigError(f"max_vocab_size must be at least 3 (two specials and one word). Received: max_vocab_size={max_size}")
+    keep = [i for i in np.flatnonzero(counts >= min_freq).tolist() if types[i] not in SPECIALS]
+    keep.sort(key=lambda i: (-counts[i], types[i]))
+    if max_size is not None:
+        keep = keep[: max_size - len(SPECIALS)]
+    vocab = Vocabulary([*SPECIALS, *(types[i] for i in keep)])
+    vocab.counts = {types[i]: int(counts[i]) for i in keep}
+    return vocab
+
+
+def tokenize_cached(texts: Sequence[str], tokenizer: Tokenizer, cache: Path | None) -> TokenizedCorpus:
+    """``TokenizedCorpus.build`` with a cache keyed by the texts' content and the tokenizer's
+    settings: the second run on the same data skips tokenization."""
+    import hashlib
+    import json
+    import os
+    import tempfile
+
+    if cache is None:
+        return TokenizedCorpus.build(texts, tokenizer)
+    h = hashlib.blake2b(json.dumps({"v": 1, "tokenizer": tokenizer.to_dict(), "n": len(texts)}).encode(), digest_size=20)
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    path = Path(cache) / f"tokens-{h.hexdigest()}.npz"
+    if path.is_file():
+        try:
+            corpus = TokenizedCorpus.load(path)
+            if len(corpus) == len(texts):
+                return corpus
+        except (OSError, ValueError, KeyError, UnicodeDecodeError):
+            pass  # a damaged cache entry is rebuilt below
+    corpus = TokenizedCorpus.build(texts, tokenizer)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tokens-", dir=path.parent)
+        os.close(fd)
+        corpus.save(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only or full cache only costs speed
+    return corpus
