@@ -102,13 +102,17 @@ class ModelConfig:
     pretrained_embeddings: str | None = None
     embeddings_format: str = "auto"
     freeze_embeddings: bool = False
+    # Train word2vec vectors first, on the training texts plus these unlabelled ones (e.g.
+    # "imdb:unsup"), and start the embedding from them. Cached: a rerun reuses the vectors.
+    word2vec_data: str | None = None
+    word2vec_epochs: int = 5
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise expected_one_of("arch", self.arch, ARCHS)
         if self.cell not in CELLS:
             raise expected_one_of("cell", self.cell, CELLS)
-        _positive(self, "embedding_dim", "hidden_size", "num_layers")
+        _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
         if self.pooling == "concat":

@@ -6,9 +6,8 @@ A run directory::
     RUN/metrics.json    test (and validation) metrics, timings, config, versions
     RUN/history.json    one row per epoch
     RUN/config.toml     the resolved config (data paths made absolute), to rerun with --config
-                        and to continue with --resume; written before training starts
-    RUN/checkpoint/     while training: the checkpoint to resume from (see training.py);
-                        removed once the model and reports are written
+    RUN/checkpoint/     while training: config.toml and the checkpoint to resume from (see
+                        training.py); removed once the model and reports are written
 """
 
 from __future__ import annotations
@@ -85,6 +84,44 @@ def prepare_data(config: Config):
     return train, val, test
 
 
+def word2vec_vectors(config: Config, texts: list[str]) -> Path:
+    """Word vectors trained on ``texts`` plus the unlabelled ``config.model.word2vec_data``, in
+    the word2vec text format, cached by content: the same texts and settings train only once."""
+    import hashlib
+
+    from .datasets import cache_dir, load_data
+    from .embeddings import train_word2vec
+    from .text import Tokenizer, tokenize_cached
+
+    d = config.data
+    extra = load_data(config.model.word2vec_data, text_column=d.text_column, label_column=None,
+                      imdb_path=d.imdb_path, encoding=d.encoding)  # unlabelled: no label column needed
+    t, m = config.text, config.model
+    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
+    corpora = [tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
+               tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens")]
+    key = hashlib.blake2b(digest_size=16)
+    key.update(json.dumps([m.embedding_dim, m.word2vec_epochs, tokenizer.to_dict(), config.train.seed]).encode())
+    for c in corpora:
+        key.update(c.ids.tobytes())
+        key.update(c.offsets.tobytes())
+        key.update("\n".join(c.types).encode())
+    path = cache_dir() / "vectors" / f"word2vec-{key.hexdigest()}.txt"
+    if path.is_file():
+        log.info("word2vec: reusing %s", path)
+        return path
+
+    def sentences():
+        for c in corpora:
+            types = np.array(c.types, dtype=object)
+            for start, end in zip(c.offsets[:-1], c.offsets[1:]):
+                yield types[c.ids[start:end]].tolist()
+
+    log.info("word2vec: training %d-dimensional vectors on %d texts", m.embedding_dim, sum(len(c) for c in corpora))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return train_word2vec(sentences(), path, dim=m.embedding_dim, epochs=m.word2vec_epochs, seed=config.train.seed)
+
+
 def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> Path:
     """Refuse, before any work, an output that would clobber a model or an unfinished run."""
     output = Path(output)
@@ -137,15 +174,26 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     t_data = time.perf_counter() - t0
     log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
              len(test.texts) if test else 0, t_data)
+    if config.model.word2vec_data and not config.model.pretrained_embeddings:
+        t_vec = time.perf_counter()
+        config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, train.texts))})
+        t_data += time.perf_counter() - t_vec
     clf = TextClassifier(config)
     checkpoint = output / "checkpoint"
+    created = not output.exists()
     if not resume:
         shutil.rmtree(checkpoint, ignore_errors=True)  # only reached with --overwrite (check_output)
-        output.mkdir(parents=True, exist_ok=True)
-        write_text(output / "config.toml", portable_config(config).to_toml())
+        write_text(checkpoint / "config.toml", portable_config(config).to_toml())  # what --resume reads
     t1 = time.perf_counter()
-    clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None, progress=progress,
-            checkpoint_dir=checkpoint, resume=resume)
+    try:
+        clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None,
+                progress=progress, checkpoint_dir=checkpoint, resume=resume)
+    except BaseException:
+        if not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            if created:
+                shutil.rmtree(output, ignore_errors=True)
+        raise
     t_fit = time.perf_counter() - t1
     report = {"config": config.to_dict(), "environment": environment(),
               "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
@@ -169,6 +217,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
              extra={"metrics": {k: report[k] for k in ("validation", "test") if k in report}})
     write_json(output / "history.json", clf.history_)
     write_json(output / "metrics.json", report)
+    write_text(output / "config.toml", portable_config(config).to_toml())
     write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
     report["model_dir"] = str(output / "model")
@@ -189,9 +238,9 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
             raise CheckpointError(f"The run in {str(run)!r} has finished (its model is in {str(run / 'model')!r}); "
                                   f"there is nothing to resume.")
         raise CheckpointError(f"No checkpoint to resume in {str(run)!r}: {str(state)!r} does not exist.")
-    if not (run / "config.toml").is_file():
-        raise CheckpointError(f"{str(run)!r} has a checkpoint but no config.toml; it cannot be resumed.")
-    config = Config.from_toml(run / "config.toml")
+    if not (run / "checkpoint" / "config.toml").is_file():
+        raise CheckpointError(f"{str(run)!r} has a checkpoint but no checkpoint/config.toml; it cannot be resumed.")
+    config = Config.from_toml(run / "checkpoint" / "config.toml")
     return train_run(config, run, progress=progress, resume=True)
 
 
