@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", metavar="NAME")
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
     p.add_argument("--batch-size", type=_positive_int, default=512)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("inspect", help="show each preparation step on a text",
                        description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words "
@@ -91,8 +92,45 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
                        description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
     _config_flags(p)
-    p.add_argument("--output", "-o", metavar="DIR", help="keep both runs and compare.json here")
+    p.add_argument("--output", "-o", metavar="DIR", help="keep both runs, compare.json and compare.png here")
     p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("serve", help="serve a model over HTTP, with a web page",
+                       description="Start the HTTP app: POST /predict, POST /explain, GET /health, GET /model, the API "
+                                   "docs at /docs and a page at / to try the model in a browser.")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the exported file with onnxruntime (see textrnn export)")
+    p.add_argument("--onnx", metavar="FILE", help="the ONNX file for --runtime onnx (default: MODEL_DIR/model.onnx)")
+    p.add_argument("--max-text-chars", type=_positive_int, default=50_000, metavar="N", help="longest text accepted (default: 50000)")
+    p.add_argument("--max-batch", type=_positive_int, default=128, metavar="N", help="most texts in one /predict request (default: 128)")
+    p.add_argument("--max-body-bytes", type=_positive_int, default=1_000_000, metavar="N", help="largest request body (default: 1000000)")
+
+    p = sub.add_parser("explain", help="which words made the prediction (occlusion)",
+                       description="Predict a text and score each token: the change in the predicted label's probability "
+                                   "when the token is replaced by <unk>.")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("text", nargs="?", help="the text (default: read stdin)")
+    p.add_argument("--html", metavar="FILE", help="also write the highlighted text as a self-contained HTML page")
+    p.add_argument("--top", type=_positive_int, metavar="N", help="print only the N tokens with the largest scores")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+
+    p = sub.add_parser("report", help="one HTML page about a training run",
+                       description="Write a self-contained HTML report of a run: config, metrics, plots, and a sample of "
+                                   "misclassified test texts with their highlights.")
+    p.add_argument("run", metavar="RUN_DIR", help="the --output directory of textrnn train")
+    p.add_argument("--output", "-o", metavar="FILE", help="where to write the page (default: RUN_DIR/report.html)")
+    p.add_argument("--examples", type=int, default=10, metavar="N", help="misclassified test texts to show (default: 10; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample of misclassified texts")
+
+    p = sub.add_parser("export", help="export a model to ONNX",
+                       description="Write the network as ONNX (dynamic batch and sequence length; inputs ids and lengths, "
+                                   "int64) and check it against PyTorch with onnxruntime.")
+    p.add_argument("model", metavar="MODEL_DIR")
+    p.add_argument("--onnx", metavar="FILE", help="the ONNX file to write (default: MODEL_DIR/model.onnx)")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default: 17)")
     return parser
 
 
@@ -175,12 +213,33 @@ def _read_texts(args) -> list[str]:
     return sys.stdin.read().splitlines()
 
 
+def _predict_proba(clf, texts: list[str], batch_size: int, progress: bool):
+    """predict_proba in chunks under a tqdm bar on a terminal; on a pipe, one line at the end."""
+    import time
+
+    import numpy as np
+
+    if not progress or len(texts) <= batch_size:
+        return clf.predict_proba(texts, batch_size=batch_size)
+    from tqdm.auto import tqdm
+
+    t0, chunk, parts = time.perf_counter(), batch_size * 4, []
+    with tqdm(total=len(texts), desc="predict", unit="text", leave=False, dynamic_ncols=True,
+              disable=not sys.stderr.isatty()) as bar:
+        for start in range(0, len(texts), chunk):
+            parts.append(clf.predict_proba(texts[start:start + chunk], batch_size=batch_size))
+            bar.update(len(parts[-1]))
+    seconds = time.perf_counter() - t0
+    log.info("predicted %d texts in %.1fs (%.0f texts/s)", len(texts), seconds, len(texts) / max(seconds, 1e-9))
+    return np.concatenate(parts)
+
+
 def _cmd_predict(args) -> int:
     from .classifier import TextClassifier
 
     clf = TextClassifier.load(args.model)
     texts = _read_texts(args)
-    proba = clf.predict_proba(texts, batch_size=args.batch_size)
+    proba = _predict_proba(clf, texts, args.batch_size, progress=bool(args.input) and not args.quiet)
     out = sys.stdout
     for text, p in zip(texts, proba):
         i = int(p.argmax())
@@ -231,8 +290,52 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from .serving import serve
+
+    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, onnx_path=args.onnx,
+          max_text_chars=args.max_text_chars, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from .classifier import TextClassifier
+    from .explain import explain, format_text, to_html
+
+    text = args.text if args.text is not None else (sys.stdin.read() if sys.stdin and not sys.stdin.isatty() else None)
+    if text is None:
+        raise TextRNNError("No text: give it as an argument or on stdin.")
+    result = explain(TextClassifier.load(args.model), text)
+    if args.format == "json":
+        print(json.dumps(result))
+    else:
+        print(format_text(result, top=args.top))
+    if args.html:
+        Path(args.html).write_text(to_html(result), encoding="utf-8")
+        log.info("wrote %s", args.html)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    path = build_report(args.run, args.output, examples=args.examples, seed=args.seed)
+    print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export_onnx
+
+    result = export_onnx(args.model, args.onnx, opset=args.opset)
+    diff = result["max_abs_diff"]
+    print(result["path"] + ("" if diff is None else f"  (onnxruntime vs PyTorch: max |difference| {diff:.2e})"))
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "inspect": _cmd_inspect,
-            "compare": _cmd_compare}
+            "compare": _cmd_compare, "serve": _cmd_serve, "explain": _cmd_explain, "report": _cmd_report,
+            "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,7 +115,6 @@ def _export_module(model):
             # index reversing each text within its length; positions past it stay put
             rev = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps.expand(B, T))  # (B, T)
             x = self.embedding(ids)  # (B, T, E)
-            fwd = bwd = x
             for directions in self.layers:
                 fwd = self._run(directions[0], x)  # (B, T, H)
                 parts = [fwd]
@@ -161,6 +160,10 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
 
     from .classifier import TextClassifier
 
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise TextRNNError("ONNX export needs the onnx package: pip install 'textrnn[onnx]'") from None
     clf = TextClassifier.load(model_dir)
     path = Path(path) if path is not None else Path(model_dir) / ONNX_FILE
     if path.is_dir():

@@ -113,7 +113,8 @@ def validation_message(errors: list[dict], fields: tuple[str, ...], content_type
         return 415, f"Send the body as JSON with 'Content-Type: application/json'. Received: Content-Type {content_type or 'none'!r}."
     if not errors:
         return 422, "The request is not valid."
-    e = errors[0]
+    # an unknown field explains the missing one beside it ({"texts": ...} sent to /explain): name it first
+    e = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     kind, field = e.get("type", ""), _field(e.get("loc", ()))
     received = _JSON_TYPES.get(type(e.get("input")), type(e.get("input")).__name__)
     if kind == "json_invalid":
