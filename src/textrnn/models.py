@@ -3,7 +3,8 @@
 
 Inputs are post-padded: real tokens first, ``<pad>`` (id 0) after. Padding never reaches a
 prediction: a batch whose texts all have one length runs the recurrent layer directly (PyTorch's
-fast oneDNN path); a mixed batch is packed, and max/mean pooling are masked. Two classes get one
+fast oneDNN path); in a mixed batch each direction starts at a real token (see ``_encode_mixed``),
+and max/mean pooling are masked. Two classes get one
 logit (sigmoid); more get one per class (softmax).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+import torch.nn.functional as F
 
 from .config import ModelConfig
 
@@ -66,21 +67,51 @@ class RNNClassifier(nn.Module):
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-position states (B, T, dirs*H), zero past each length, and the last real state (B, dirs*H)."""
+        """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         if bool((lengths == T).all()):
-            out, h = self.rnn(x)  # (B, T, dirs*H)
-        else:
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, h = self.rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
-        h = h[0] if isinstance(h, tuple) else h  # LSTM: (h_n, c_n)
-        dirs = 2 if self.config.bidirectional else 1
-        # h_n: (layers*dirs, B, H) -> top layer's final state, each direction: its last real step.
-        last = h.view(self.config.num_layers, dirs, B, -1)[-1].transpose(0, 1).reshape(B, -1)  # (B, dirs*H)
-        return out, last
+            out, h = self.rnn(x)  # (B, T, dirs*H): one call, PyTorch's fast path
+            h = h[0] if isinstance(h, tuple) else h  # LSTM: (h_n, c_n)
+            dirs = 2 if self.config.bidirectional else 1
+            # h_n: (layers*dirs, B, H) -> the top layer's final state of each direction
+            last = h.view(self.config.num_layers, dirs, B, -1)[-1].transpose(0, 1).reshape(B, -1)  # (B, dirs*H)
+            return out, last
+        return self._encode_mixed(x, lengths)
+
+    def _encode_mixed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts of different lengths, post-padded, without packing (packed input leaves PyTorch's
+        fast CPU path: measured 1.7-2.3x slower at inference). The forward direction reads real
+        tokens before any pad, so its states up to each length are exact; the backward direction
+        runs on each text reversed within its own length, so it too starts at a real token."""
+        B, T, _ = x.shape
+        c = self.config
+        steps = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+        valid = steps < lengths.unsqueeze(1)  # (B, T)
+        rev = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps)  # (B, T) reversal within length
+        run = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[c.cell]
+        dirs = 2 if c.bidirectional else 1
+        for layer in range(c.num_layers):
+            parts = []
+            for d in range(dirs):
+                weights = self.rnn.all_weights[layer * dirs + d]  # [w_ih, w_hh, b_ih, b_hh]
+                inp = x if d == 0 else x.gather(1, rev.unsqueeze(-1).expand_as(x))
+                h0 = x.new_zeros(1, B, c.hidden_size)
+                hx = (h0, h0) if c.cell == "lstm" else h0
+                out = run(inp, hx, weights, True, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
+                if d == 1:
+                    out = out.gather(1, rev.unsqueeze(-1).expand_as(out))  # back in text order
+                parts.append(out)
+            x = torch.cat(parts, dim=2)  # (B, T, dirs*H)
+            if layer < c.num_layers - 1 and c.dropout and self.training:
+                x = F.dropout(x, c.dropout, training=True)
+        out = x * valid.unsqueeze(-1).to(x.dtype)  # zero past each length, as packing would
+        H = c.hidden_size
+        last = [out[:, :, :H].gather(1, (lengths - 1).view(B, 1, 1).expand(B, 1, H)).squeeze(1)]  # (B, H)
+        if c.bidirectional:
+            last.append(out[:, 0, H:])  # the backward direction ends at the first token
+        return out, torch.cat(last, dim=1)  # (B, T, dirs*H), (B, dirs*H)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         out, last = self.encode(ids, lengths)
