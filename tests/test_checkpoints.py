@@ -141,8 +141,10 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(reference, tmp_path, 
     assert child.returncode == 130, err
     assert "Traceback" not in err
     assert f"textrnn train --resume {run}" in err.strip().splitlines()[-1]
-    after = read_state(run)
-    assert after["step"] > before["step"] or after["seq"] > before["seq"]  # written on the way out
+    after = read_state(run)  # written on the way out (or, if Ctrl-C came during a save, that one)
+    assert after["step"] >= before["step"] and "checkpoint saved in" in err
+    if not after["epoch_done"]:  # the usual case: stopped mid-epoch, at the step it names
+        assert f"batch {after['batch']} of 12" in err
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert_same_weights(weights(run), weights(ref))
 
@@ -226,7 +228,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
     assert main(["train", "--train", str(data), "-o", str(run), *RUN_FLAGS]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "(epoch 1, step 5) is intact" in err
-    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["state.json", "tensors-000001.safetensors"]
+    assert sorted(p.name for p in (run / "checkpoint").iterdir()) == ["config.toml", "state.json", "tensors-000001.safetensors"]
     assert read_state(run)["step"] == 5
 
 
@@ -300,3 +302,23 @@ def test_divergence_without_checkpoints_is_still_one_clear_error(monkeypatch):
     texts, labels = tiny_sentiment(4)
     with pytest.raises(TextRNNError, match="loss became inf at epoch 1, step 1. Try a lower learning rate"):
         TextClassifier(**FAST).fit(texts, labels, progress=False)
+
+
+def test_killed_after_training_while_saving_resumes_without_retraining(reference, tmp_path, monkeypatch, capsys):
+    data, ref = reference
+    run = tmp_path / "run"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(TextClassifier, "save", interrupted)
+        assert main(["train", "--train", str(data), "-o", str(run), *RUN_FLAGS]) == 130
+    assert read_state(run)["finished"] and not (run / "model").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training ran again")
+
+    monkeypatch.setattr(T, "training_batches", no_training)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert_same_weights(weights(run), weights(ref))

@@ -261,6 +261,11 @@ class TextClassifier:
         missing = [f for f in FILES if not (path / f).is_file()]
         if missing:
             raise ArtifactError(f"{str(path)!r} is not a complete textrnn model: missing {', '.join(missing)}")
+        root = path.resolve()
+        outside = [f for f in FILES if root not in (path / f).resolve().parents]
+        if outside:  # a shared folder must not make us read (and maybe serve) files from elsewhere
+            raise ArtifactError(f"{str(path)!r}: {outside[0]} is a link to a file outside the model folder "
+                                f"({str((path / outside[0]).resolve())!r}); refusing to read it.")
         try:
             meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
             classes = json.loads((path / "labels.json").read_text(encoding="utf-8"))

@@ -530,12 +530,19 @@ def _csv_columns(
                 continue  # blank line
             texts.append(row[text_at] if text_at < len(row) else None)
             if label_at is not None:
-                labels.append(row[label_at] if label_at < len(row) else None)
+                label = row[label_at] if label_at < len(row) else None
+                # "NaN", "NA", "null"... as pandas writes and reads a missing value: no label, not a class
+                labels.append(None if label is not None and label.strip() in _NA_CELLS else label)
     except csv.Error as exc:
         raise DataError(f"{name}: cannot parse line {reader.line_num}: {exc}.") from exc
     if not texts:
         raise DataError(f"Data file {name!r} has a header but no data rows.")
     return texts, labels
+
+
+# pandas' default missing-value markers (read_csv na_values), for label cells of CSV/TSV files
+_NA_CELLS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def _column_index(header: list[str], column: str, role: str, name: str) -> int:
@@ -561,6 +568,8 @@ def _jsonl_columns(
             raise DataError(
                 f"{name}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})."
             ) from exc
+        except (ValueError, RecursionError) as exc:  # a number of 4,300+ digits; nesting too deep
+            raise DataError(f"{name}: line {number} is not valid JSON ({_first_line(exc)}).") from exc
         if not isinstance(obj, dict):
             raise DataError(
                 f"{name}: line {number} is not a JSON object. "
@@ -587,7 +596,7 @@ def _parquet_columns(path: Path, text_column: str, label_column: str | None) -> 
     try:
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow raises several types for files that are not Parquet
-        raise DataError(f"Cannot read {path.name!r} as Parquet: {_first_line(exc)}.") from exc
+        raise DataError(f"Cannot read {path.name!r} as Parquet: {_first_line(exc).rstrip('.')}.") from exc
     if text_column not in names:
         raise _missing_column(path.name, text_column, "text", names)
     wanted = [text_column]
@@ -595,11 +604,14 @@ def _parquet_columns(path: Path, text_column: str, label_column: str | None) -> 
         if label_column not in names:
             raise _missing_column(path.name, label_column, "label", names)
         wanted.append(label_column)
-    table = pq.read_table(path, columns=wanted)
-    if table.num_rows == 0:
+    try:
+        table = pq.read_table(path, columns=wanted)
+        texts = table.column(text_column).to_pylist()
+        labels = table.column(label_column).to_pylist() if label_column is not None else []
+    except Exception as exc:  # a damaged file can have a readable schema and unreadable pages
+        raise DataError(f"Cannot read {path.name!r} as Parquet: {_first_line(exc).rstrip('.')}.") from exc
+    if not texts:
         raise DataError(f"Data file {path.name!r} has no rows.")
-    texts = table.column(text_column).to_pylist()
-    labels = table.column(label_column).to_pylist() if label_column is not None else []
     return texts, labels
 
 
@@ -613,7 +625,7 @@ def _read_class_folders(root: Path, label_column: str | None, encoding: str) -> 
     if not texts:
         raise DataError(
             f"No .txt files in the class sub-folders of {str(root)!r}: a data folder needs one "
-            f"sub-folder per class holding .txt files (for IMDB use --data imdb with --imdb-path)."
+            f"sub-folder per class holding .txt files (for IMDB give imdb, e.g. --train imdb, with --imdb-path)."
         )
     if label_column is None:
         labels: list = [None] * len(texts)

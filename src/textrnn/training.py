@@ -8,6 +8,7 @@ A checkpoint folder (``RUN/checkpoint``)::
                                RNG states (numpy, Python), optimizer settings, scheduler state,
                                and the name of the tensors file below. Written last: the commit.
     tensors-NNNNNN.safetensors model weights, best weights, optimizer tensors, torch RNG state
+    config.toml                (written by pipeline.train_run) the run's config, read by --resume
 
 Each save writes a new tensors file, then replaces ``state.json`` (temp file + ``os.replace``), then
 deletes the older tensors file: a kill at any moment leaves one complete, consistent checkpoint.
@@ -262,6 +263,8 @@ class Checkpointer:
         # A name, never a path: a checkpoint cannot make us read outside its folder.
         if not isinstance(name, str) or not _TENSORS_FILE.fullmatch(name):
             raise CheckpointError(f"{str(path)!r} names an invalid tensors file. Received: tensors={name!r}")
+        if (self.dir / name).resolve().parent != self.dir.resolve():
+            raise CheckpointError(f"{str(self.dir / name)!r} is a link to a file outside the checkpoint folder; refusing to read it.")
         try:
             tensors = load_file(str(self.dir / name))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
