@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from textrnn.cli import main
+from textrnn.cli import COMMANDS, main
 
 from conftest import SHARED_IMDB, tiny_sentiment
 
@@ -81,7 +81,7 @@ def test_compare_runs_rnn_and_mlp(run, capsys, tmp_path):
     assert set(result["models"]) == {"rnn", "mlp"}
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "inspect", "compare"])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_on_every_command(command, capsys):
     assert main([command, "--help"]) == 0
     assert "usage: textrnn " + command in capsys.readouterr().out

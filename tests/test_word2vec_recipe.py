@@ -24,3 +24,15 @@ def test_word2vec_pretraining_on_unlabelled_texts_feeds_the_embedding(tmp_path, 
     caplog.set_level("INFO", logger="textrnn")
     assert main([*argv, "--output", str(tmp_path / "b")]) == 0  # the second run reuses the cached vectors
     assert any("reusing" in r.getMessage() for r in caplog.records)
+
+
+def test_word2vec_command_writes_vectors_a_model_can_use(tmp_path, capsys):
+    from textrnn.embeddings import read_vectors
+
+    texts, _ = tiny_sentiment(20)
+    (tmp_path / "u.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert main(["word2vec", "--data", str(tmp_path / "u.jsonl"), "--output", str(tmp_path / "v.txt"), "--dim", "8",
+                 "--epochs", "2"]) == 0
+    words, vectors = read_vectors(tmp_path / "v.txt")
+    assert "good" in words and vectors.shape[1] == 8
+    assert "model.pretrained_embeddings=" in capsys.readouterr().out

@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--padding", choices=["post", "pre"], default="post")
     p.add_argument("--truncating", choices=["post", "pre", "head_tail"])
 
+    p = sub.add_parser("word2vec", help="train word vectors on texts (e.g. IMDB's unlabelled reviews)",
+                       description="Train word2vec (gensim) on the given texts, tokenized as textrnn does, and write "
+                                   "them in the word2vec text format, ready for --set model.pretrained_embeddings=FILE.")
+    p.add_argument("--data", action="append", required=True, metavar="PATH",
+                   help="texts to learn from: imdb:unsup, imdb:train, or a data file (repeatable)")
+    p.add_argument("--output", "-o", required=True, metavar="FILE")
+    p.add_argument("--dim", type=int, default=100, help="vector size (= model.embedding_dim)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--min-count", type=int, default=2)
+    p.add_argument("--text-column", default="text", metavar="NAME")
+    p.add_argument("--imdb-path", metavar="PATH")
+    p.add_argument("--seed", type=int, default=0)
+
     p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
                        description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
     _config_flags(p)
@@ -173,6 +186,23 @@ def _cmd_train(args) -> int:
     else:
         report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
     print(describe(report))
+    return 0
+
+
+def _cmd_word2vec(args) -> int:
+    from .config import TextConfig
+    from .datasets import load_data
+    from .embeddings import train_word2vec
+    from .text import Tokenizer
+
+    t = TextConfig()
+    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
+    texts = [x for spec in args.data
+             for x in load_data(spec, text_column=args.text_column, label_column=None, imdb_path=args.imdb_path).texts]
+    log.info("word2vec: %d texts", len(texts))
+    path = train_word2vec((tokenizer(x) for x in texts), args.output, dim=args.dim, epochs=args.epochs,
+                          min_count=args.min_count, seed=args.seed)
+    print(f"wrote {path}: use --set model.pretrained_embeddings={path} --set model.embedding_dim={args.dim}")
     return 0
 
 
@@ -335,7 +365,7 @@ def _cmd_export(args) -> int:
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "inspect": _cmd_inspect,
             "compare": _cmd_compare, "serve": _cmd_serve, "explain": _cmd_explain, "report": _cmd_report,
-            "export": _cmd_export}
+            "export": _cmd_export, "word2vec": _cmd_word2vec}
 
 
 def main(argv: list[str] | None = None) -> int:
