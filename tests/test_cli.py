@@ -73,12 +73,15 @@ def test_inspect_shows_every_step(run, capsys):
 
 
 def test_compare_runs_rnn_and_mlp(run, capsys, tmp_path):
+    (tmp_path / "tinygru.toml").write_text('[model]\ncell = "gru"\nembedding_dim = 8\nhidden_size = 8\n'
+                                            '[text]\nmin_freq = 1\n[train]\nepochs = 2\nbatch_size = 8\n')
     assert main(["compare", "--train", str(run / "train.csv"), "--text-column", "review", "--label-column", "stars",
-                 "--output", str(tmp_path / "cmp"), *TINY]) == 0
+                 "--output", str(tmp_path / "cmp"), "--recipe", str(tmp_path / "tinygru.toml"), *TINY]) == 0
     out = capsys.readouterr().out
-    assert "rnn" in out and "mlp" in out
+    assert "rnn" in out and "mlp" in out and "tinygru" in out
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert set(result["models"]) == {"rnn", "mlp"}
+    assert set(result["models"]) == {"rnn", "mlp", "tinygru"}
+    assert result["models"]["tinygru"]["epochs"] == 2  # the recipe's own settings, on the same data
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
                        description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
+    p.add_argument("--recipe", action="append", default=[], metavar="TOML",
+                   help="also train this recipe on the same data, e.g. configs/seed.toml (repeatable)")
     _config_flags(p)
     p.add_argument("--output", "-o", metavar="DIR", help="keep both runs, compare.json and compare.png here")
     p.add_argument("--overwrite", action="store_true")
@@ -209,7 +211,8 @@ def _cmd_word2vec(args) -> int:
 def _cmd_compare(args) -> int:
     from .pipeline import compare_run, format_compare
 
-    result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite)
+    result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite,
+                         recipes=args.recipe)
     print(format_compare(result))
     return 0
 

@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .classifier import TextClassifier, _normalize_labels, match_labels
 from .config import Config
-from .errors import ArtifactError, CheckpointError, DataError
+from .errors import ArtifactError, CheckpointError, ConfigError, DataError
 from .evaluation import compute_metrics, format_report
 
 log = logging.getLogger("textrnn")
@@ -266,15 +266,23 @@ def evaluate_run(model_dir: str | Path, spec: str, config_data=None) -> dict:
     return clf.evaluate(data.texts, data.labels)
 
 
-def compare_run(config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> dict:
-    """The recurrent model and the order-blind MLP on the same data, side by side."""
-    if output is not None:  # refuse before training either model, not between them
-        for name in ("rnn", "mlp"):
+def compare_run(config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False,
+                recipes: list[str] | None = None) -> dict:
+    """The recurrent model and the order-blind MLP on the same data, side by side, and any
+    ``recipes`` (TOML files; their [data] section is replaced by ``config``'s, so all see the same data)."""
+    candidates = [("rnn", config.override({"model.arch": "rnn"})), ("mlp", config.override({"model.arch": "mlp"}))]
+    for recipe in recipes or []:
+        cfg = Config.from_toml(recipe)
+        candidates.append((Path(recipe).stem, Config(data=config.data, text=cfg.text, model=cfg.model, train=cfg.train)))
+    names = [n for n, _ in candidates]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"Two compared models share the name {next(n for n in names if names.count(n) > 1)!r}; rename a recipe file.")
+    if output is not None:  # refuse before training any model, not between them
+        for name in names:
             check_output(Path(output) / name, overwrite)
     data = prepare_data(config)
     rows = {}
-    for name, model_arch in (("rnn", "rnn"), ("mlp", "mlp")):
-        cfg = config.override({"model.arch": model_arch})
+    for name, cfg in candidates:
         log.info("compare: training %s", name)
         if output is not None:
             report = train_run(cfg, Path(output) / name, overwrite=overwrite, progress=progress, data=data)
@@ -283,8 +291,8 @@ def compare_run(config: Config, output: str | Path | None = None, progress: bool
                 report = train_run(cfg, tmp, progress=progress, data=data)
         rows[name] = {"test_accuracy": report.get("test_accuracy"),
                       "validation_accuracy": report.get("validation", {}).get("accuracy"),
-                      "fit_seconds": report["timings"]["fit_seconds"], "parameters": report["parameters"],
-                      "epochs": len(report["history"])}
+                      "fit_seconds": report["timings"]["fit_seconds"], "total_seconds": report["timings"]["total_seconds"],
+                      "parameters": report["parameters"], "epochs": len(report["history"])}
     result = {"config": config.to_dict(), "environment": environment(), "models": rows}
     if output is not None:
         write_json(Path(output) / "compare.json", result)
@@ -313,9 +321,11 @@ def write_run_plots(output: Path, history, test_metrics=None, y_test=None, proba
 
 
 def format_compare(result: dict) -> str:
-    lines = [f"  {'model':<6} {'val acc':>8} {'test acc':>9} {'train s':>8} {'epochs':>7} {'params':>10}"]
+    w = max([len(n) for n in result["models"]] + [6])
+    lines = [f"  {'model':<{w}} {'val acc':>8} {'test acc':>9} {'train s':>8} {'total s':>8} {'epochs':>7} {'params':>10}"]
     for name, r in result["models"].items():
         val = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
         test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-        lines.append(f"  {name:<6} {val:>8} {test:>9} {r['fit_seconds']:8.1f} {r['epochs']:7d} {r['parameters']:10,d}")
+        lines.append(f"  {name:<{w}} {val:>8} {test:>9} {r['fit_seconds']:8.1f} {r.get('total_seconds', 0):8.1f} "
+                     f"{r['epochs']:7d} {r['parameters']:10,d}")
     return "\n".join(lines)
