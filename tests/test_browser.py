@@ -64,7 +64,8 @@ def test_type_a_review_and_see_the_label_and_highlights(server, browser, tmp_pat
     asked = []
     page.on("request", lambda r: asked.append(r.url))
     page.goto(server + "/")
-    page.wait_for_function("document.getElementById('model-name').textContent.includes('sentiment')")
+    # a selector, not wait_for_function: the page's Content-Security-Policy forbids eval, and it should
+    page.wait_for_selector("#model-name:has-text('sentiment')")
     page.fill("#text", "Truly great acting, and I loved it. The music was good fun!")
     page.click("#classify")
     page.wait_for_selector("#result:not([hidden])", timeout=15_000)
