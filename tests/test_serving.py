@@ -195,3 +195,145 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--runtime", "onnx"]) == 2
     assert "missing config.json" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- hostile clients (issue 6)
+def test_serve_binds_localhost_unless_told_otherwise(model_dir, monkeypatch, caplog):
+    import uvicorn
+
+    from textrnn.serving import serve
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(kw))
+    serve(model_dir)
+    assert seen[-1]["host"] == "127.0.0.1"
+    with caplog.at_level("WARNING", logger="textrnn"):
+        serve(model_dir, host="0.0.0.0")
+    assert seen[-1]["host"] == "0.0.0.0" and "anyone who can reach this machine" in caplog.text
+
+
+@pytest.mark.parametrize("path,body", [("/explain", {"text": "a" * 5000}), ("/explain", {"texts": ["a"] * 2000}),
+                                       ("/model", {"text": "a" * 5000})])
+def test_the_body_cap_holds_on_every_path(client, path, body):
+    r = client.post(path, json=body)
+    assert r.status_code == 413 and "4,000 bytes" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("raw,words", [
+    (b'{"text": "caf\xe9"}', ["not UTF-8", "0xe9", "position 13"]),  # Latin-1, not UTF-8
+    (b"[" * 3000, ["nested too deeply"]),
+    (b'{"text": ' + b"[" * 1500 + b"]" * 1500 + b"}", ["nested too deeply"]),
+])
+def test_bodies_json_cannot_decode_get_a_400_that_says_why(client, raw, words):
+    for path in ("/predict", "/explain"):
+        r = client.post(path, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and all(w in r.json()["detail"] for w in words), r.text
+
+
+def test_a_lone_surrogate_is_predicted_and_explained_not_a_500(client):
+    # "\udfff" is a valid JSON escape (half of a character cut in two) but not encodable as UTF-8:
+    # /explain echoes tokens, and used to fail writing its answer
+    raw = {"content": b'{"text": "good \\udfff film\\ud83d"}', "headers": {"content-type": "application/json"}}
+    predicted = client.post("/predict", **raw)
+    explained = client.post("/explain", **raw)
+    assert predicted.status_code == 200 and explained.status_code == 200, explained.text
+    body = explained.json()
+    assert "good" in body["tokens"] and all("\ufffd" in t or t.isascii() for t in body["tokens"])
+    assert body["probabilities"] == pytest.approx(predicted.json()["probabilities"], abs=1e-6)
+
+
+def test_a_failure_inside_the_server_answers_500_with_one_sentence_and_no_traceback(model_dir, monkeypatch, caplog):
+    import textrnn.explain
+
+    secret = "/home/someone/private/weights.safetensors"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"cannot read {secret}")
+
+    clf = TextClassifier.load(model_dir)
+    monkeypatch.setattr(clf, "predict_proba", broken)
+    monkeypatch.setattr(textrnn.explain, "explain", broken)
+    with TestClient(create_app(clf), raise_server_exceptions=False) as c:
+        for path, body in (("/predict", {"text": "a good film"}), ("/predict", {"texts": ["a", "b"]}),
+                           ("/explain", {"text": "a good film"})):
+            r = c.post(path, json=body)
+            assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+            detail = r.json()["detail"]
+            assert detail.startswith("Internal error while answering POST " + path) and "log" in detail
+            for leak in ("Traceback", "RuntimeError", secret, 'File "', ".py"):
+                assert leak not in r.text
+        assert c.get("/health").status_code == 200  # and it goes on serving
+
+
+@pytest.fixture()
+def real_server(model_dir):
+    """The app under uvicorn on 127.0.0.1 in a thread: sockets, unlike the TestClient, can be reset."""
+    import threading
+    import time
+
+    import uvicorn
+
+    def start(**limits):
+        server = uvicorn.Server(uvicorn.Config(create_app(model_dir, **limits), host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started
+        started.append((server, thread))
+        return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+    started = []
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_body_over_the_cap_gets_its_413_over_a_real_socket(real_server):
+    # Closing a socket with unread data resets it, and the reset used to destroy the 413 before a
+    # client that writes its whole body first (httpx, requests) could read it: a dropped connection
+    import asyncio
+
+    import httpx
+
+    url = real_server(max_body_bytes=200_000)
+    body = b'{"text": "' + b"a" * 3_000_000 + b'"}'  # 15 times the cap: read and dropped, the connection kept
+
+    async def chunks():
+        for _ in range(30):
+            yield b"a" * 100_000
+
+    async def ask():
+        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as c:
+            many = await asyncio.gather(*(c.post("/predict", content=body, headers={"content-type": "application/json"})
+                                          for _ in range(8)), return_exceptions=True)
+            streamed = await c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+            after = await c.post("/predict", json={"text": "a good film"})
+            return many, streamed, after
+
+    many, streamed, after = asyncio.run(ask())
+    for r in many:
+        assert not isinstance(r, Exception), repr(r)
+        assert r.status_code == 413 and "3,000,012 bytes" in r.json()["detail"]
+    assert streamed.status_code == 413 and "200,000 bytes" in streamed.json()["detail"]
+    assert after.json()["label"] == "pos"
+
+
+def test_inference_runs_on_one_thread_whatever_the_concurrency(model_dir, monkeypatch):
+    # one thread: the forward is not promised re-entrant, and its allocations stay in one malloc
+    # arena (threads taking turns under a lock spread them over many: the server's memory crept up)
+    import threading
+
+    clf = TextClassifier.load(model_dir)
+    threads, original = set(), clf.predict_proba
+
+    def recording(texts, *args, **kwargs):
+        threads.add(threading.get_ident())
+        return original(texts, *args, **kwargs)
+
+    monkeypatch.setattr(clf, "predict_proba", recording)
+    with TestClient(create_app(clf)) as c, ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda i: c.post("/predict", json={"text": f"a good film {i}"}), range(48)))
+    assert all(r.status_code == 200 for r in answers) and len(threads) == 1

@@ -8,18 +8,21 @@
 
 Every mistake a client can make gets a 4xx answer ``{"detail": "one sentence naming the problem"}``:
 a body over ``max_body_bytes`` (413), a body that is not JSON (400), a missing, unknown or mistyped
-field (422), a text over ``max_text_chars`` or a batch over ``max_batch`` (413). Inference runs
-under one lock: the model is shared, and its forward is not promised to be re-entrant (the
-onnxruntime session is, but one lock keeps the two runtimes alike; each forward already uses every
-core).
+field (422), a text over ``max_text_chars`` or a batch over ``max_batch`` (413); a failure inside
+the server gets a 500 with one sentence, never a traceback (that goes to the server's log).
+Inference runs on one thread: the model is shared, and its forward is not promised to be
+re-entrant (the onnxruntime session is, but one thread keeps the two runtimes alike; each forward
+already uses every core).
 """
 
 # no "from __future__ import annotations": FastAPI reads the request models, defined inside
 # create_app, from the endpoints' annotations at definition time
+import asyncio
 import logging
 import math
 import os
-import threading
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ MAX_BATCH = 128
 MAX_BODY_BYTES = 1_000_000
 RUNTIMES = ("torch", "onnx")
 _EXAMPLE = '{"text": "A wonderful film."}'
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a JSON string ("\\udfff"), not encodable as UTF-8
 _JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
                dict: "an object", type(None): "null"}
 
@@ -45,26 +49,48 @@ class ApiError(Exception):
 
 class BodyLimit:
     """ASGI middleware: refuse a request body over ``max_bytes`` with 413, whether it announces its
-    size (Content-Length) or streams it in chunks, before any of it is parsed."""
+    size (Content-Length) or streams it in chunks, before any of it is parsed.
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    A client still sending its body gets the 413 only if the server reads that body: a socket
+    closed with unread data is reset, and the reset destroys the answer on its way (Python clients
+    such as httpx and requests write the whole body before reading). So the rest of the body is
+    read and dropped, up to ``drain_factor`` times the limit in all, and the connection kept; it is
+    closed at once for a body announced bigger than that, or one still streaming past it, and for a
+    client waiting for "100 Continue" (it has sent nothing)."""
 
-    async def _refuse(self, send, size: str) -> None:
+    def __init__(self, app, max_bytes: int, drain_factor: int = 16):
+        self.app, self.max_bytes, self.drain_factor = app, max_bytes, drain_factor
+
+    async def _refuse(self, send, size: str, close: bool = True) -> None:
         import json
 
         body = json.dumps({"detail": f"The request body is {size} bytes; the limit is {self.max_bytes:,} bytes."}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                    "headers": headers + [(b"connection", b"close")] * close})
         await send({"type": "http.response.body", "body": body})
+
+    async def _drain(self, receive, size: int, more: bool) -> bool:
+        """Read and drop the rest of the body; False if it goes past the drain limit or the client leaves."""
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            size += len(message.get("body", b""))
+            if size > self.drain_factor * self.max_bytes:
+                return False
+            more = message.get("more_body", False)
+        return True
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send, f"{int(length):,}")
+            if b"100-continue" in headers.get(b"expect", b"").lower() or int(length) > self.drain_factor * self.max_bytes:
+                return await self._refuse(send, f"{int(length):,}")
+            return await self._refuse(send, f"{int(length):,}", close=not await self._drain(receive, 0, True))
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -73,7 +99,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await self._refuse(send, f"over {self.max_bytes:,}")
+                more = message.get("more_body", False)
+                return await self._refuse(send, f"over {self.max_bytes:,}", close=not await self._drain(receive, size, more))
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
@@ -182,7 +209,15 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     clf = load_model(model, runtime, onnx_path)
     if name is None:
         name = model_name(model) if isinstance(model, (str, os.PathLike)) else "model"
-    lock = threading.Lock()
+    # one thread runs every forward: the model is shared and its forward is not promised to be
+    # re-entrant, each forward already uses every core, and one thread's allocations stay in one
+    # malloc arena (a pool of threads taking turns under a lock spreads them over many, and the
+    # server's memory creeps up); the event loop stays free for /health and for refusing bad requests
+    inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textrnn-inference")
+
+    async def run(fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(inference, fn, *args)
+
     labels = list(clf.classes_)
 
     class PredictRequest(BaseModel):
@@ -224,14 +259,27 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         detail = exc.detail
-        if exc.status_code == 404:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
+            e = exc.__cause__
+            detail = (f"The body is not valid JSON: byte 0x{e.object[e.start]:02x} at position {e.start} is not UTF-8. "
+                      f"Send a UTF-8 JSON object such as {_EXAMPLE}.")
+        elif exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            detail = f"The body is not valid JSON: it is nested too deeply. Send a JSON object such as {_EXAMPLE}."
+        elif exc.status_code == 404:
             detail = f"Not found: {request.url.path}. See /docs for the endpoints."
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}."
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        # the client gets one sentence, never the traceback or the exception's text (paths, internals):
+        # Starlette re-raises after this answer, so the server's log keeps the traceback
+        return JSONResponse({"detail": f"Internal error while answering {request.method} {request.url.path}; "
+                                       "the server's log has the details."}, status_code=500)
+
     @app.post("/predict", summary="Labels and probabilities for one text or a batch")
-    def predict(body: PredictRequest) -> dict:
+    async def predict(body: PredictRequest) -> dict:
         given = body.model_fields_set
         for field in ("text", "texts"):
             if field in given and getattr(body, field) is None:
@@ -247,21 +295,21 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
                 raise ApiError(413, f"Field 'texts' holds {len(body.texts):,} texts; the limit is {max_batch:,} per request.")
             for i, t in enumerate(body.texts):
                 check_text(t, f"texts[{i}]")
-            with lock:
-                proba = clf.predict_proba(body.texts)
+            proba = await run(clf.predict_proba, body.texts)
             return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)],
                     "probabilities": [probs(row) for row in proba]}
         check_text(body.text, "text")
-        with lock:
-            proba = clf.predict_proba([body.text])[0]
+        proba = (await run(clf.predict_proba, [body.text]))[0]
         k = int(proba.argmax())
         return {"model": name, "label": labels[k], "probability": float(proba[k]), "probabilities": probs(proba)}
 
     @app.post("/explain", summary="The prediction and each token's occlusion score")
-    def explain_text(body: ExplainRequest) -> dict:
+    async def explain_text(body: ExplainRequest) -> dict:
         check_text(body.text, "text")
-        with lock:
-            result = explain(clf, body.text)
+        result = await run(explain, clf, body.text)
+        # a lone surrogate (half a character, "\udfff") is a valid JSON escape but cannot be written back
+        # as UTF-8: the tokens echo it as U+FFFD, as a UTF-8 decoder would, instead of failing the answer
+        result["tokens"] = [_LONE_SURROGATE.sub("\ufffd", t) for t in result["tokens"]]
         return {"model": name, **result}
 
     @app.get("/health", summary="Liveness")
