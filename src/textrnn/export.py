@@ -1,22 +1,12 @@
 """ONNX export, and a classifier that runs the exported file with onnxruntime.
 
-Packed sequences do not export (``pack_padded_sequence`` has no ONNX form, and tracing would freeze
-the equal-length-or-not branch of ``RNNClassifier.encode``). So the export runs a forward written
-for export, ``ExportForward``, that needs no packing and is still exact for post-padded batches of
-mixed lengths:
-
-- forward direction: run over the whole padded sequence; the states at real positions never saw a
-  pad (pads come after), and the last real state is the state at ``length - 1`` (a gather).
-- backward direction: it must start at each text's last real token, not at the padding. Each
-  sequence is reversed *within its length* (a gather with index ``length-1-t`` for ``t < length``,
-  ``t`` after), run forward with the backward weights, and reversed back with the same index (the
-  permutation is its own inverse). Its final state is then the output at position 0.
-- layers stack as PyTorch stacks them: each layer reads both directions of the one below.
-- states past each length are set to zero (as ``pad_packed_sequence`` does) and max/mean pooling
-  are always masked, so no branch depends on the data.
-
-Every recurrent layer is one ONNX LSTM/GRU/RNN op over the sequence, with dynamic batch and
-sequence axes; inputs ``ids`` int64 (B, T) and ``lengths`` int64 (B,), output ``logits`` (B, C).
+Packed sequences do not export (``pack_padded_sequence`` has no ONNX form). textrnn's models need
+no packing: ``RNNClassifier`` runs mixed-length batches with the forward direction over the padded
+sequence (its states at real positions never saw a pad) and the backward direction over each text
+reversed within its own length (see ``models.RNNClassifier._encode_mixed``), and masks its pooling.
+Tracing the model on a batch of mixed lengths records exactly that path, which is exact for every
+batch; every recurrent layer becomes one ONNX LSTM/GRU/RNN op per direction with dynamic batch and
+sequence axes. Inputs ``ids`` int64 (B, T) and ``lengths`` int64 (B,), output ``logits`` (B, C).
 The tokenizer, vocabulary and labels stay in the artifact directory beside it (``model.onnx`` in
 the model directory by default), and the file records a hash of the weights it came from, so
 loading it next to another model fails clearly.
@@ -55,99 +45,14 @@ def weights_digest(model_dir: str | os.PathLike) -> str | None:
 
 
 def _export_module(model):
-    """An ``nn.Module`` computing ``model``'s logits without packing (see the module docstring)."""
-    import torch
-    import torch.nn as nn
-
+    """The network itself, in eval mode. Traced on a batch of mixed lengths, ``RNNClassifier.encode``
+    records its mixed-length path (each direction starting at a real token, pooling masked), which is
+    exact for every batch, equal lengths included; so the traced graph holds no data-dependent branch."""
     from .models import BagOfEmbeddings, RNNClassifier
 
-    def masked_pool(out, valid, lengths, poolings, last=None):  # out (B, T, D), valid (B, T)
-        parts = []
-        for p in poolings:
-            if p == "last":
-                parts.append(last)
-            elif p == "max":
-                parts.append(out.masked_fill(~valid.unsqueeze(-1), float("-inf")).amax(1))
-            elif p == "mean":
-                parts.append((out * valid.unsqueeze(-1).to(out.dtype)).sum(1) / lengths.unsqueeze(1).to(out.dtype))
-        return torch.cat(parts, dim=1)
-
-    def positions(ids, lengths):
-        T = ids.shape[1]
-        steps = torch.arange(T, device=ids.device).unsqueeze(0)  # (1, T)
-        valid = steps < lengths.unsqueeze(1)  # (B, T)
-        return valid
-
-    class RNNExport(nn.Module):
-        def __init__(self, m: RNNClassifier):
-            super().__init__()
-            c = m.config
-            self.poolings = list(c.poolings)
-            self.cell, self.H = c.cell, c.hidden_size
-            self.dirs = 2 if c.bidirectional else 1
-            self.embedding, self.head = m.embedding, m.head
-            cls = type(m.rnn)
-            extra = {"nonlinearity": m.rnn.nonlinearity} if c.cell == "rnn" else {}
-            self.layers = nn.ModuleList()
-            for layer in range(c.num_layers):
-                size_in = c.embedding_dim if layer == 0 else c.hidden_size * self.dirs
-                directions = nn.ModuleList()
-                for suffix in ([""] if self.dirs == 1 else ["", "_reverse"]):
-                    r = cls(size_in, c.hidden_size, batch_first=True, bias=m.rnn.bias, **extra)
-                    with torch.no_grad():
-                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-                            src = getattr(m.rnn, f"{name}_l{layer}{suffix}", None)
-                            if src is not None:
-                                getattr(r, f"{name}_l0").copy_(src)
-                    directions.append(r)
-                self.layers.append(directions)
-
-        def _run(self, rnn, x):  # x (B, T, I) -> (B, T, H)
-            h0 = x.new_zeros(1, x.shape[0], self.H)  # explicit, so the batch axis stays dynamic
-            out, _ = rnn(x, (h0, h0) if self.cell == "lstm" else h0)
-            return out
-
-        def forward(self, ids, lengths):
-            lengths = lengths.clamp(min=1)  # as RNNClassifier: an empty text is one <pad>
-            B, T = ids.shape
-            valid = positions(ids, lengths)  # (B, T)
-            steps = torch.arange(T, device=ids.device).unsqueeze(0)  # (1, T)
-            # index reversing each text within its length; positions past it stay put
-            rev = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps.expand(B, T))  # (B, T)
-            x = self.embedding(ids)  # (B, T, E)
-            for directions in self.layers:
-                fwd = self._run(directions[0], x)  # (B, T, H)
-                parts = [fwd]
-                if self.dirs == 2:
-                    idx = rev.unsqueeze(-1).expand(B, T, x.shape[2])
-                    bwd = self._run(directions[1], x.gather(1, idx))  # (B, T, H), in reversed order
-                    bwd = bwd.gather(1, rev.unsqueeze(-1).expand(B, T, self.H))  # back in text order
-                    parts.append(bwd)
-                x = torch.cat(parts, dim=2)  # (B, T, dirs*H)
-            out = x * valid.unsqueeze(-1).to(x.dtype)  # zero past each length
-            last_index = (lengths - 1).view(B, 1, 1).expand(B, 1, self.H)
-            last = [fwd.gather(1, last_index).squeeze(1)]  # (B, H)
-            if self.dirs == 2:
-                last.append(bwd[:, 0])  # the backward direction ends at position 0
-            last = torch.cat(last, dim=1)  # (B, dirs*H)
-            return self.head(masked_pool(out, valid, lengths, self.poolings, last))  # (B, C)
-
-    class BagExport(nn.Module):
-        def __init__(self, m: BagOfEmbeddings):
-            super().__init__()
-            self.m = m
-
-        def forward(self, ids, lengths):
-            lengths = lengths.clamp(min=1)
-            valid = positions(ids, lengths)
-            pooled = masked_pool(self.m.embedding(ids), valid, lengths, self.m.poolings)
-            return self.m.head(torch.relu(self.m.hidden(pooled)))
-
-    if isinstance(model, RNNClassifier):
-        return RNNExport(model).eval()
-    if isinstance(model, BagOfEmbeddings):
-        return BagExport(model).eval()
-    raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier or BagOfEmbeddings.")
+    if not isinstance(model, (RNNClassifier, BagOfEmbeddings)):
+        raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier or BagOfEmbeddings.")
+    return model.eval()
 
 
 def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = None, opset: int = 17,
@@ -164,7 +69,7 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
         import onnx  # noqa: F401
     except ImportError:
         raise TextRNNError("ONNX export needs the onnx package: pip install 'textrnn[onnx]'") from None
-    clf = TextClassifier.load(model_dir)
+    clf = TextClassifier.load(model_dir, device="cpu")  # traced and checked on the CPU
     path = Path(path) if path is not None else Path(model_dir) / ONNX_FILE
     if path.is_dir():
         raise TextRNNError(f"--onnx must be a file path. Received: {str(path)!r} (a directory)")
