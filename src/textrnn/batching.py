@@ -19,9 +19,15 @@ def lengths_of(sequences: Sequence[np.ndarray]) -> np.ndarray:
     return np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
 
 
-def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk: int = 50) -> list[np.ndarray]:
+def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk: int = 50,
+                     group: int = 1) -> list[np.ndarray]:
     """Index batches for one epoch: shuffle, sort by length inside chunks of ``chunk`` batches,
-    split, shuffle the batch order. Similar lengths per batch; a different grouping every epoch."""
+    split, shuffle the batch order. Similar lengths per batch; a different grouping every epoch.
+
+    With ``group=W`` (W processes, see distributed.shard) runs of W neighbouring batches, of
+    similar lengths, are shuffled as units, so the W batches trained at the same step cost about
+    the same and no process waits long for the slowest. A last, shorter run stays at the end.
+    ``group=1`` is the plain shuffle (the same draws, the same order)."""
     order = rng.permutation(len(lengths))
     batches = []
     span = batch_size * chunk
@@ -29,7 +35,8 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
         part = order[start:start + span]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
+    full = len(batches) // group
+    return [batches[g * group + j] for g in rng.permutation(full) for j in range(group)] + batches[full * group:]
 
 
 def inference_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

@@ -23,14 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import FLAT_KEYS, Config
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
 from .evaluation import compute_metrics, probabilities
 from .models import build_model
 from .text import TokenizedCorpus, Tokenizer, Vocabulary, encode_texts, tokenize_cached
 from .training import fit as fit_model
-from .training import predict_logits
+from .training import predict_logits, resolve_device
 
 log = logging.getLogger("textrnn")
 
@@ -123,8 +123,15 @@ class TextClassifier:
         self._index = {c: i for i, c in enumerate(classes)}
         t = config.text
         self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
-        corpus = self._tokenize(texts)
-        self.vocab_ = corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
+        ctx = distributed.current()
+        if ctx.is_main:
+            corpus = self._tokenize(texts)
+            vocab = corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
+        # Under torchrun: built once, by rank 0, and sent to the others, so an id means the same word
+        # in every process. Rank 0 has tokenized first and filled the token cache the others read.
+        self.vocab_ = distributed.broadcast_object(vocab if ctx.is_main else None)
+        if not ctx.is_main:
+            corpus = self._tokenize(texts)
         train_x = corpus.encode(self.vocab_, t.max_length, t.truncating, t.head_fraction)
         train_y = np.array([self._index[l] for l in labels], dtype=np.int64)
         val_x = val_y = None
@@ -231,7 +238,7 @@ class TextClassifier:
             (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             self.vocab_.save(tmp / "vocab.txt")
             (tmp / "labels.json").write_text(json.dumps(self.classes_), encoding="utf-8")
-            state = {k: v.detach().contiguous() for k, v in self.model_.state_dict().items()}
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
             save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -250,8 +257,10 @@ class TextClassifier:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TextClassifier":
-        """Read an artifact directory. Never unpickles; a damaged or foreign folder is an ArtifactError."""
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> "TextClassifier":
+        """Read an artifact directory. Never unpickles; a damaged or foreign folder is an ArtifactError.
+        The weights are read on the CPU, then moved to ``device`` (as ``train.device``: auto, cpu,
+        cuda, cuda:N), where prediction then runs."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -315,10 +324,12 @@ class TextClassifier:
             raise ArtifactError(f"{str(path)!r}: weights do not match the config: {k} has shape {got}, "
                                 f"expected {tuple(expected[k].shape) if k in expected else 'absent'}")
         self.model_.load_state_dict(state)
+        self.model_.to(resolve_device(device))  # no copy when that is the CPU
         self.model_.eval()
         return self
 
 
-def load(path: str | os.PathLike) -> TextClassifier:
-    """Load a saved model directory: ``textrnn.load("runs/imdb/model")``."""
-    return TextClassifier.load(path)
+def load(path: str | os.PathLike, device: str = "auto") -> TextClassifier:
+    """Load a saved model directory: ``textrnn.load("runs/imdb/model")``; ``device="cuda"`` to
+    predict on a GPU (``auto``, the default: a GPU when torch sees one)."""
+    return TextClassifier.load(path, device=device)

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
     p.add_argument("--batch-size", type=_positive_int, default=512)
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--output", "-o", metavar="OUT", help="stream --input in chunks into OUT.jsonl or OUT.parquet (memory stays "
+                                                          "flat; a stopped run continues where it was when run again)")
+    p.add_argument("--chunk-size", type=_positive_int, default=10_000, metavar="N", help="rows per chunk with --output (default: 10000)")
+    p.add_argument("--resume", action="store_true", help="with --output: continue a stopped run, and fail if there is none "
+                                                         "(a matching one is continued anyway)")
+    p.add_argument("--overwrite", action="store_true", help="with --output: replace OUT and any stopped run's progress")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
 
     p = sub.add_parser("inspect", help="show each preparation step on a text",
                        description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words "
@@ -187,7 +194,8 @@ def _cmd_train(args) -> int:
         raise TextRNNError("train needs --output DIR (or --resume RUN_DIR to continue an interrupted run).")
     else:
         report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
-    print(describe(report))
+    if "model_dir" in report:  # under torchrun, rank 0 alone reports
+        print(describe(report))
     return 0
 
 
@@ -209,7 +217,12 @@ def _cmd_word2vec(args) -> int:
 
 
 def _cmd_compare(args) -> int:
+    import os
+
     from .pipeline import compare_run, format_compare
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise TextRNNError("compare runs in one process; under torchrun, use train (once per model).")
 
     result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite,
                          recipes=args.recipe)
@@ -270,7 +283,12 @@ def _predict_proba(clf, texts: list[str], batch_size: int, progress: bool):
 def _cmd_predict(args) -> int:
     from .classifier import TextClassifier
 
-    clf = TextClassifier.load(args.model)
+    if args.output:
+        return _stream_predict(args)
+    stray = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
+    if stray:
+        raise TextRNNError(f"{' and '.join(stray)} only apply with --output.")
+    clf = TextClassifier.load(args.model, device=args.device)
     texts = _read_texts(args)
     proba = _predict_proba(clf, texts, args.batch_size, progress=bool(args.input) and not args.quiet)
     out = sys.stdout
@@ -282,6 +300,17 @@ def _cmd_predict(args) -> int:
         else:
             short = text if len(text) <= 70 else text[:67] + "..."
             out.write(f"{clf.classes_[i]}\t{p[i]:.4f}\t{short}\n")
+    return 0
+
+
+def _stream_predict(args) -> int:
+    from .streaming import predict_file
+
+    if not args.input or args.texts:
+        raise TextRNNError("--output streams a file: give it with --input (and no texts as arguments).")
+    predict_file(args.model, args.input, args.output, text_column=args.text_column, chunk_size=args.chunk_size,
+                 batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
+                 progress=not args.quiet)
     return 0
 
 
@@ -380,8 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(message)s", stream=sys.stderr)
+    import os
+
+    # under torchrun only rank 0 talks; the others report warnings and errors only
+    quiet = getattr(args, "quiet", False) or os.environ.get("RANK", "0") != "0"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except TextRNNError as e:
@@ -402,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"textrnn {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # leave the process group torchrun's train joined
+            from .distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

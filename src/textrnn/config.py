@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ POOLINGS = ("last", "max", "mean")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "onecycle", "linear")
 MONITORS = ("val_accuracy", "val_loss")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
@@ -147,8 +149,14 @@ class TrainConfig:
     num_threads: int | None = None   # torch threads; None = one per core
     equal_length_batches: bool = True  # trim each training batch to its shortest text: PyTorch's fast path
     checkpoint_every: int | None = 200  # steps between checkpoints (with a run dir); also at every epoch end
+    # auto = cuda when torch sees a GPU, else cpu; or cpu, cuda, cuda:N. Under torchrun, auto and
+    # cuda mean the GPU of the process's LOCAL_RANK. Checked for availability when training starts.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Received: device={self.device!r}"
+                              + did_you_mean(str(self.device), ("auto", "cpu", "cuda")))
         if self.optimizer not in OPTIMIZERS:
             raise expected_one_of("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:

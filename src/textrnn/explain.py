@@ -32,8 +32,9 @@ def forward_ids(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     import torch
 
     model = clf.model_
+    device = next(model.parameters()).device  # the model may live on a GPU (textrnn.load(..., device=))
     with torch.inference_mode():
-        return model(torch.from_numpy(ids), torch.from_numpy(lengths)).float().numpy()
+        return model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)).float().cpu().numpy()
 
 
 def _batched_logits(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:

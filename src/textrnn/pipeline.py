@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .classifier import TextClassifier, _normalize_labels, match_labels
 from .config import Config
 from .errors import ArtifactError, CheckpointError, ConfigError, DataError
@@ -166,22 +166,33 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
     once, and write the run directory. Returns the report written to ``metrics.json``.
 
-    Checkpoints go to ``output/checkpoint``; ``resume=True`` continues from them (see resume_run)."""
+    Checkpoints go to ``output/checkpoint``; ``resume=True`` continues from them (see resume_run).
+
+    Under torchrun every process calls this: they train together (see distributed.py); rank 0
+    alone tests, writes the run directory and returns the report; the others wait for it and
+    return ``{"rank": r, "world_size": W}``."""
     output = check_output(output, overwrite, resume)
+    ctx = distributed.init(config.train.device)  # nothing to do without torchrun
+    from .training import resolve_device
+
+    resolve_device(config.train.device, ctx.local_rank, ctx.world_size)  # no GPU for "cuda": say so before the data
+    progress = progress and ctx.is_main
     t0 = time.perf_counter()
-    train, val, test = data if data is not None else prepare_data(config)
+    with distributed.main_first():  # rank 0 fills the caches (the parsed IMDB) that the others then read
+        train, val, test = data if data is not None else prepare_data(config)
     check_test_labels(train, test)
     t_data = time.perf_counter() - t0
     log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
              len(test.texts) if test else 0, t_data)
     if config.model.word2vec_data and not config.model.pretrained_embeddings:
         t_vec = time.perf_counter()
-        config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, train.texts))})
+        with distributed.main_first():  # trained once, by rank 0; the others read its cache
+            config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, train.texts))})
         t_data += time.perf_counter() - t_vec
     clf = TextClassifier(config)
     checkpoint = output / "checkpoint"
     created = not output.exists()
-    if not resume:
+    if not resume and ctx.is_main:
         shutil.rmtree(checkpoint, ignore_errors=True)  # only reached with --overwrite (check_output)
         write_text(checkpoint / "config.toml", portable_config(config).to_toml())  # what --resume reads
     t1 = time.perf_counter()
@@ -189,16 +200,23 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None,
                 progress=progress, checkpoint_dir=checkpoint, resume=resume)
     except BaseException:
-        if not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace
+        if ctx.is_main and not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace
             shutil.rmtree(checkpoint, ignore_errors=True)
             if created:
                 shutil.rmtree(output, ignore_errors=True)
         raise
     t_fit = time.perf_counter() - t1
+    if not ctx.is_main:  # every process holds the same model; rank 0 tests and writes it
+        distributed.barrier()
+        return {"rank": ctx.rank, "world_size": ctx.world_size}
     report = {"config": config.to_dict(), "environment": environment(),
               "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
               "vocab_size": len(clf.vocab_), "parameters": sum(p.numel() for p in clf.model_.parameters()),
-              "embedding_coverage": clf.embedding_coverage_}
+              "embedding_coverage": clf.embedding_coverage_,
+              "device": str(next(clf.model_.parameters()).device)}
+    if ctx.is_distributed:
+        report["distributed"] = {"world_size": ctx.world_size, "backend": torch.distributed.get_backend(),
+                                 "global_batch_size": config.train.batch_size * ctx.world_size}
     if val is not None:
         report["validation"] = clf.evaluate(val.texts, val.labels)
     t2 = time.perf_counter()
@@ -221,6 +239,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
     report["model_dir"] = str(output / "model")
+    distributed.barrier()  # let the others go
     return report
 
 

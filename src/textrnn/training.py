@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -39,17 +40,45 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import distributed
 from .batching import collate, inference_batches, lengths_of, training_batches
 from .config import TrainConfig
-from .errors import CheckpointError, TextRNNError, TrainingInterrupted
+from .errors import CheckpointError, ConfigError, TextRNNError, TrainingInterrupted
 
 log = logging.getLogger("textrnn")
 
 
-def set_threads(num_threads: int | None) -> None:
-    """One thread per available core unless told otherwise."""
+def set_threads(num_threads: int | None, processes_here: int = 1) -> None:
+    """One thread per available core unless told otherwise; with several processes on this
+    machine (torchrun), the cores shared out among them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(num_threads or cores)
+    torch.set_num_threads(num_threads or max(1, cores // max(processes_here, 1)))
+
+
+def resolve_device(spec: str = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``train.device`` as a ``torch.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
+    Under torchrun (``world_size > 1``) ``auto`` and ``cuda`` mean the GPU numbered ``local_rank``."""
+    from .config import TrainConfig
+
+    if not isinstance(spec, str) or spec not in ("auto", "cpu"):
+        TrainConfig(device=spec)  # the same check, and message, as the setting's
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
+               else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+        raise ConfigError(f"train.device={spec!r} needs CUDA, which is not available: {why}. "
+                          f"Use train.device='cpu' or 'auto'.")
+    count = torch.cuda.device_count()
+    index = int(spec.split(":")[1]) if ":" in spec else (local_rank if world_size > 1 else None)
+    if index is not None and index >= count:
+        raise ConfigError(f"train.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
+                          + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "") + ".")
+    return torch.device("cuda", index) if index is not None else torch.device("cuda")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def seed_everything(seed: int) -> None:
@@ -112,11 +141,13 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
     """Logits (N, C) in input order. Batches are length-sorted, so padding is minimal and masked."""
     was_training = model.training
     model.eval()
+    device = device_of(model)
     out = None
     lengths = lengths_of(sequences)
     for idx in inference_batches(lengths, batch_size):
         ids, lens = collate([sequences[i] for i in idx])
-        logits = model(ids, lens).float().numpy()
+        # .to and .cpu return the tensor itself when it is already there: no copy on CPU
+        logits = model(ids.to(device), lens.to(device)).float().cpu().numpy()
         if out is None:
             out = np.empty((len(sequences), logits.shape[1]), dtype=np.float32)
         out[idx] = logits
@@ -133,6 +164,23 @@ def evaluate_loss(model: nn.Module, sequences, targets: np.ndarray, batch_size: 
     loss = float(loss_fn(lg, t)) if len(targets) else float("nan")
     acc = float((predicted_class(lg) == t).float().mean()) if len(targets) else float("nan")
     return loss, acc, logits
+
+
+def _validate(model: nn.Module, val_x, val_y: np.ndarray, ctx: distributed.Context) -> tuple[float, float]:
+    """Validation loss and accuracy; with several processes each scores every W-th text and the
+    sums are all-reduced, so all processes get the same figures (and take the same decisions)."""
+    if not ctx.is_distributed:
+        loss, acc, _ = evaluate_loss(model, val_x, val_y)
+        return loss, acc
+    idx = np.arange(ctx.rank, len(val_x), ctx.world_size)
+    loss_sum = correct = 0.0
+    if len(idx):
+        logits = torch.from_numpy(predict_logits(model, [val_x[i] for i in idx]))
+        t = torch.from_numpy(val_y[idx])
+        loss_sum = float(loss_fn(logits, t, reduction="none").sum())
+        correct = float((predicted_class(logits) == t).sum())
+    loss_sum, correct, n = distributed.all_reduce([loss_sum, correct, len(idx)])
+    return loss_sum / n, correct / n
 
 
 class _Progress:
@@ -163,7 +211,7 @@ CHECKPOINT_VERSION = 1
 STATE_FILE = "state.json"
 _TENSORS_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
 # Settings that may differ on resume without changing a single number of the result.
-_RESUME_FREE = ("num_threads", "checkpoint_every")
+_RESUME_FREE = ("num_threads", "checkpoint_every", "device")
 
 
 def data_fingerprint(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x=None, val_y=None) -> str:
@@ -210,7 +258,7 @@ class Checkpointer:
             fd, tmp = tempfile.mkstemp(prefix=".tensors-", suffix=".tmp", dir=self.dir)
             os.close(fd)
             tmp_files.append(Path(tmp))
-            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": CHECKPOINT_FORMAT})
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata={"format": CHECKPOINT_FORMAT})
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / name)
@@ -331,6 +379,14 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
+def _torch_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's torch RNG states: the CPU's, and the GPU's when it trains on one."""
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
 def _finite_parameters(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -345,19 +401,30 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
     With ``checkpoint_dir`` a checkpoint is written at every epoch end and every
     ``config.checkpoint_every`` steps; ``resume=True`` continues from it, and the result is the
     same, bit for bit on CPU, as a run that was never interrupted. Ctrl-C then stops at the next
-    step with a checkpoint written (:class:`TrainingInterrupted`)."""
+    step with a checkpoint written (:class:`TrainingInterrupted`).
+
+    The model moves to ``config.device``. In a process group (torchrun, see distributed.py) each
+    process trains on its share of every epoch's batches under DistributedDataParallel; only
+    rank 0 writes checkpoints; every process returns the same history and weights."""
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
+    ctx = distributed.current()
+    device = resolve_device(config.device, ctx.local_rank, ctx.world_size)
+    progress = progress and ctx.is_main
     seed_everything(config.seed)
     random.seed(config.seed)
-    set_threads(config.num_threads)
+    set_threads(config.num_threads, ctx.local_world_size if ctx.is_distributed else 1)
+    if ctx.rank:  # its own dropout masks on each process; the batch order (numpy, below) is shared
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
     rng = np.random.default_rng(config.seed)
     train_y = np.asarray(train_y, dtype=np.int64)
     num_outputs = model.head.out_features
     num_classes = 2 if num_outputs == 1 else num_outputs
-    weights = balanced_weights(train_y, num_classes) if config.class_weight == "balanced" else None
+    model.to(device)  # in place; nothing moves when it is already there
+    weights = balanced_weights(train_y, num_classes).to(device) if config.class_weight == "balanced" else None
     lengths = lengths_of(train_x)
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    # every process takes ceil(batches / W) steps an epoch (see distributed.shard)
+    steps_per_epoch = math.ceil(math.ceil(len(train_x) / config.batch_size) / ctx.world_size)
     optimizer = make_optimizer(model, config)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
     has_val = val_x is not None and len(val_x) > 0
@@ -373,28 +440,53 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
             "best": None, "best_epoch": 0, "waited": 0, "history": []}
     best_state = None
     if resume:
-        loop, best_state = _restore(ckpt, model, optimizer, schedule, rng, settings, fingerprint)
+        loop, best_state = _restore(ckpt, model, optimizer, schedule, rng, settings, fingerprint, ctx, device)
         log.info("resuming from epoch %d, batch %d (step %d)%s", loop["epoch"], loop["batch"], loop["step"],
                  " - training had finished" if loop["finished"] else "")
+    net = model
+    if ctx.is_distributed:  # never for one process: no wrapper, no hooks, the single-process path as it was
+        from torch.nn.parallel import DistributedDataParallel
+
+        # It starts by copying rank 0's weights to every process, so they all begin alike.
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      gradient_as_bucket_view=True)
 
     def snapshot(epoch_done: bool) -> None:
         if not _finite_parameters(model):  # never save a diverged state over a good one
             raise TextRNNError(f"Training diverged: the weights are no longer finite at epoch {loop['epoch']}, step "
                                f"{loop['step']}; {ckpt.describe()}. Try a lower learning rate (received: "
                                f"learning_rate={config.learning_rate}).")
-        opt_json, opt_tensors = _optimizer_to_files(optimizer)
-        tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors,
-                   "rng.torch": torch.get_rng_state()}
-        if best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in best_state.items()})
-        np_legacy = np.random.get_state()
-        state = {**loop, "epoch_done": epoch_done, "steps_per_epoch": steps_per_epoch, "config": settings,
-                 "data": fingerprint, "optimizer": opt_json,
-                 "scheduler": schedule.state_dict() if schedule is not None else None,
-                 "rng": {"numpy": rng.bit_generator.state, "python": random.getstate(),
-                         "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]]},
-                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        ckpt.save(state, tensors)
+        rng_states = distributed.gather_objects(_torch_rng_states(device))  # every process's dropout RNG
+        totals = loop["totals"]
+        if ctx.is_distributed:  # the epoch's running sums over all processes
+            t = loop["totals"]
+            sums = distributed.all_reduce([t["loss"], t["correct"], t["seen"], t["tokens"]])
+            totals = {**t, "loss": sums[0], "correct": int(sums[1]), "seen": int(sums[2]), "tokens": int(sums[3])}
+        error = None
+        if ctx.is_main:
+            opt_json, opt_tensors = _optimizer_to_files(optimizer)
+            tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_tensors}
+            for rank, states in enumerate(rng_states):
+                tensors.update({(f"rng.{k}" if rank == 0 else f"rng.{k}.rank{rank}"): v for k, v in states.items()})
+            if best_state is not None:
+                tensors.update({f"best.{k}": v for k, v in best_state.items()})
+            np_legacy = np.random.get_state()
+            state = {**loop, "totals": totals, "epoch_done": epoch_done, "steps_per_epoch": steps_per_epoch,
+                     "world_size": ctx.world_size, "config": settings, "data": fingerprint, "optimizer": opt_json,
+                     "scheduler": schedule.state_dict() if schedule is not None else None,
+                     "rng": {"numpy": rng.bit_generator.state, "python": random.getstate(),
+                             "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]]},
+                     "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            try:
+                ckpt.save(state, tensors)
+            except CheckpointError as e:
+                if not ctx.is_distributed:
+                    raise
+                error = str(e)
+        if ctx.is_distributed:  # a failed save stops every process, not only rank 0
+            error = distributed.broadcast_object(error)
+            if error:
+                raise CheckpointError(error)
 
     start = time.perf_counter() - loop["elapsed"]
     history = loop["history"]
@@ -413,7 +505,9 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                     rng.bit_generator.state = loop["epoch_rng"]
                 except (TypeError, ValueError, KeyError) as e:
                     raise CheckpointError(f"{str(ckpt.dir)!r} is damaged (epoch_rng: {e}).") from None
-            batches = training_batches(lengths, config.batch_size, rng)
+            # all processes draw the same order; each takes its share (all of it when alone)
+            batches = distributed.shard(training_batches(lengths, config.batch_size, rng, group=ctx.world_size),
+                                        ctx.rank, ctx.world_size)
             if resumed_at is not None and (rng.bit_generator.state != resumed_at or len(batches) <= loop["batch"]):
                 raise CheckpointError(f"{str(ckpt.dir)!r}: the batch order of epoch {epoch} cannot be redrawn as it was; "
                                       f"the checkpoint is damaged or from other data.")
@@ -424,10 +518,13 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
             for b in range(loop["batch"], len(batches)):
                 idx = batches[b]
                 ids, lens = collate([train_x[i] for i in idx], equal_length=config.equal_length_batches)
-                y = targets_all[idx]
-                logits = model(ids, lens)  # (B, C)
+                y = targets_all[idx].to(device)
+                logits = net(ids.to(device), lens.to(device))  # (B, C)
                 loss = loss_fn(logits, y, weights)
-                if not torch.isfinite(loss):
+                diverged, stopping = not torch.isfinite(loss), interrupt.requested
+                if ctx.is_distributed:  # every process stops at the same step, or none does
+                    diverged, stopping = map(bool, distributed.all_reduce([diverged, stopping], op="max"))
+                if diverged:
                     kept = f"; {ckpt.describe()}" if ckpt else ""
                     raise TextRNNError(f"Training diverged: the loss became {loss.item()} at epoch {epoch}, step "
                                        f"{loop['step'] + 1}{kept}. Try a lower learning rate (received: "
@@ -447,22 +544,25 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                 loop["batch"], loop["step"] = b + 1, loop["step"] + 1
                 bar.update(1, loss=tot["loss"] / tot["seen"], accuracy=tot["correct"] / tot["seen"])
                 if ckpt is not None and b + 1 < len(batches) and (
-                        interrupt.requested or (config.checkpoint_every and loop["step"] % config.checkpoint_every == 0)):
+                        stopping or (config.checkpoint_every and loop["step"] % config.checkpoint_every == 0)):
                     tot["seconds"] = time.perf_counter() - t0
                     loop["elapsed"] = time.perf_counter() - start
                     snapshot(epoch_done=False)
-                    if interrupt.requested:
+                    if stopping:
                         bar.close()
                         raise TrainingInterrupted(f"Training stopped at epoch {epoch}, batch {b + 1} of {len(batches)}; "
                                                   f"checkpoint saved in {str(ckpt.dir)!r}.", ckpt.dir)
             bar.close()
             seconds = time.perf_counter() - t0
-            seen = max(tot["seen"], 1)
-            row = {"epoch": epoch, "loss": tot["loss"] / seen, "accuracy": tot["correct"] / seen,
-                   "seconds": seconds, "tokens_per_s": tot["tokens"] / max(seconds, 1e-9),
+            loss_sum, correct, seen, tokens = tot["loss"], tot["correct"], tot["seen"], tot["tokens"]
+            if ctx.is_distributed:  # the epoch's figures over all processes
+                loss_sum, correct, seen, tokens = distributed.all_reduce([loss_sum, correct, seen, tokens])
+            seen = max(seen, 1)
+            row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
+                   "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9),
                    "learning_rate": optimizer.param_groups[0]["lr"]}
             if has_val:
-                row["val_loss"], row["val_accuracy"], _ = evaluate_loss(model, val_x, np.asarray(val_y, dtype=np.int64))
+                row["val_loss"], row["val_accuracy"] = _validate(model, val_x, np.asarray(val_y, dtype=np.int64), ctx)
             row["elapsed"] = time.perf_counter() - start
             history.append(row)
             if progress:
@@ -488,10 +588,19 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
             loop["elapsed"] = time.perf_counter() - start
             if ckpt is not None:
                 snapshot(epoch_done=True)
-                if interrupt.requested and not loop["finished"]:
+                if ctx.is_distributed:  # a Ctrl-C during validation: agree on it
+                    stopping = bool(distributed.all_reduce([interrupt.requested], op="max")[0])
+                else:
+                    stopping = interrupt.requested
+                if stopping and not loop["finished"]:
                     raise TrainingInterrupted(f"Training stopped after epoch {epoch} of {config.epochs}; "
                                               f"checkpoint saved in {str(ckpt.dir)!r}.", ckpt.dir)
             epoch += 1
+    if ctx.is_distributed:
+        # DistributedDataParallel's hooks and its hold on the process group go now, not at exit
+        # (a wrapper left to the interpreter's teardown can abort the process as it exits)
+        del net
+        gc.collect()
     if best_state is not None:
         model.load_state_dict(best_state)
         for row in history:
@@ -500,13 +609,19 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
 
 
 def _restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.random.Generator,
-             settings: dict, fingerprint: str) -> tuple[dict, dict | None]:
-    """Put model, optimizer, schedule and every RNG back where the checkpoint left them."""
+             settings: dict, fingerprint: str, ctx: distributed.Context = distributed.Context(),
+             device: torch.device = torch.device("cpu")) -> tuple[dict, dict | None]:
+    """Put model, optimizer, schedule and every RNG back where the checkpoint left them. With
+    several processes each reads the checkpoint (the run directory is shared) and takes its own RNG."""
     state, tensors = ckpt.load()
     where = str(ckpt.dir)
     saved = state.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{where!r}: the checkpoint holds no training settings; it is damaged.")
+    written_by = state.get("world_size", 1)
+    if written_by != ctx.world_size:  # the batch shares and the schedule's length depend on it
+        raise CheckpointError(f"{where!r} was written by a run of {written_by} process(es); resume it with as many "
+                              f"(torchrun --nproc-per-node/--nnodes), not {ctx.world_size}.")
     for key, value in settings.items():
         if key not in _RESUME_FREE and saved.get(key) != value:
             raise CheckpointError(f"{where!r} was written with train.{key}={saved.get(key)!r}, but the run to resume has "
@@ -538,7 +653,10 @@ def _restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.
                 raise CheckpointError(f"{where!r}: the scheduler state does not match train.schedule (or another "
                                       f"torch version wrote it).")
             schedule.load_state_dict(sched)
-        torch.set_rng_state(tensors["rng.torch"])
+        suffix = f".rank{ctx.rank}" if ctx.rank else ""
+        torch.set_rng_state(tensors["rng.torch" + suffix])
+        if device.type == "cuda" and "rng.cuda" + suffix in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda" + suffix], device)
         rng.bit_generator.state = state["rng"]["numpy"]
         version, internal, gauss = state["rng"]["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -546,6 +664,8 @@ def _restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         loop = {k: state[k] for k in ("epoch", "batch", "step", "finished", "epoch_rng", "totals", "elapsed",
                                       "best", "best_epoch", "waited", "history")}
+        if ctx.rank:  # the saved running sums are over all processes: rank 0 carries them on
+            loop["totals"] = {**loop["totals"], "loss": 0.0, "correct": 0, "seen": 0, "tokens": 0}
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
