@@ -266,11 +266,17 @@ def main(argv=None) -> int:
             if r["seconds_to_target"] is not None:
                 r["seconds_to_target_incl_cold_prep"] = r["seconds_to_target"] + result["textrnn_prep_cold"]["load_seconds"]
             result[name] = r
+            out_dir = Path(args.out)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / f"speed-{date}.partial.json").write_text(json.dumps(result, indent=2))  # kept if the peer fails
     result["peer"] = None
     if not args.skip_peer and Path(args.peer_python).exists():
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
             out = f.name
-        cmd = [args.peer_python, str(HERE / "peer" / "keras_imdb.py"), "--data", args.imdb, "--epochs", str(args.epochs),
+        archive = Path(args.imdb)
+        if archive.is_dir():  # the peer reads the archive itself
+            archive = archive / "aclImdb_v1.tar.gz"
+        cmd = [args.peer_python, str(HERE / "peer" / "keras_imdb.py"), "--data", str(archive), "--epochs", str(args.epochs),
                "--out", out, "--seed", str(args.seed)]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, timeout=3600)
@@ -288,6 +294,7 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"speed-{date}.json").write_text(json.dumps(result, indent=2))
+    (out_dir / f"speed-{date}.partial.json").unlink(missing_ok=True)
     md = table(result)
     (out_dir / f"speed-{date}.md").write_text(md + "\n")
     print(md)
