@@ -105,21 +105,10 @@ def allreduce(numel: int, env: dict) -> dict:
 
 
 def environment() -> dict:
-    import platform
+    sys.path.insert(0, str(REPO / "src"))
+    from textrnn.pipeline import environment as textrnn_environment
 
-    import torch
-
-    cpu = ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "load_average_at_start": load, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return textrnn_environment()
 
 
 def main() -> None:

@@ -167,18 +167,10 @@ def run_side(args: list[str], timeout: int = 3600) -> dict:
 
 # ----------------------------------------------------------------------------- orchestration
 def environment() -> dict:
-    import platform
+    sys.path.insert(0, str(REPO / "src"))
+    from textrnn.pipeline import environment as textrnn_environment
 
-    import numpy
-    import torch
-
-    cpu = ""
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__}
+    return textrnn_environment()
 
 
 def table(r: dict) -> str:

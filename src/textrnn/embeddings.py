@@ -324,6 +324,16 @@ def _read_binary(
 # --------------------------------------------------------------------------- writing
 
 
+def _vector_matrix(words: Sequence[str], vectors) -> np.ndarray:
+    """``vectors`` as a float32 (len(words), dim) matrix, or a DataError saying what is wrong."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise DataError(f"Expected a 2-D vectors matrix. Received: shape {vectors.shape}.")
+    if len(words) != len(vectors):
+        raise DataError(f"Expected one vector per word. Received: {len(words)} words, {len(vectors)} vectors.")
+    return vectors
+
+
 def write_vectors(
     path: str | os.PathLike,
     words: Sequence[str],
@@ -335,13 +345,7 @@ def write_vectors(
     choices = ("glove", "word2vec", "word2vec-binary", "fasttext")
     if format not in choices:
         raise expected_one_of("format", format, choices)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2:
-        raise DataError(f"Expected a 2-D vectors matrix. Received: shape {vectors.shape}.")
-    if len(words) != len(vectors):
-        raise DataError(
-            f"Expected one vector per word. Received: {len(words)} words, {len(vectors)} vectors."
-        )
+    vectors = _vector_matrix(words, vectors)
     binary = format == "word2vec-binary"
     for word in words:
         if not word or "\n" in word or (binary and " " in word):
@@ -426,13 +430,7 @@ def align(
     With ``lowercase_fallback``, "Movie" without a vector takes that of "movie", and "nasa"
     that of the first case variant in the file ("NASA").
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2:
-        raise DataError(f"Expected a 2-D vectors matrix. Received: shape {vectors.shape}.")
-    if len(words) != len(vectors):
-        raise DataError(
-            f"Expected one vector per word. Received: {len(words)} words, {len(vectors)} vectors."
-        )
+    vectors = _vector_matrix(words, vectors)
     dim = vectors.shape[1]
     index: dict[str, int] = {}
     for i, word in enumerate(words):

@@ -53,12 +53,22 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def environment() -> dict:
-    """Machine and versions, for every results file."""
+    """Machine and versions, for every results file (the benchmarks' too)."""
     import sklearn
 
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
     return {"textrnn": __version__, "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load,
+            "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}}
 
 
 def load_split(spec: str | None, config: Config):
