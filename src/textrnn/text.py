@@ -171,6 +171,20 @@ def encode_texts(texts: Iterable[str], tokenizer: Tokenizer, vocab: Vocabulary, 
     return out
 
 
+def progress(iterable, total: int, desc: str, unit: str = " texts", texts: int | None = None):
+    """A tqdm bar around long work (``texts``, default ``total``, of 5,000 or more), on a terminal
+    only and only when textrnn's logger speaks at INFO (the CLI's --quiet silences it); otherwise
+    the iterable itself, at no cost."""
+    import logging
+    import sys
+
+    if (total if texts is None else texts) < 5000 or not sys.stderr.isatty() or not logging.getLogger("textrnn").isEnabledFor(logging.INFO):
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+
+
 class TokenizedCorpus:
     """Texts tokenized once, as ids into a corpus-wide list of distinct tokens.
 
@@ -193,7 +207,8 @@ class TokenizedCorpus:
         setdefault = index.setdefault
         flat: list[int] = []
         offsets = [0]
-        for text in texts:
+        total = len(texts) if hasattr(texts, "__len__") else 0
+        for text in progress(texts, total, "tokenizing"):
             # setdefault(t, len(index)) gives a new token the next free id
             flat.extend([setdefault(t, len(index)) for t in tokenizer(text)])
             offsets.append(len(flat))

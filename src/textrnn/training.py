@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import distributed
+from .text import progress
 from .batching import collate, inference_batches, lengths_of, training_batches
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TextRNNError, TrainingInterrupted
@@ -144,7 +145,8 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
     device = device_of(model)
     out = None
     lengths = lengths_of(sequences)
-    for idx in inference_batches(lengths, batch_size):
+    batches = inference_batches(lengths, batch_size)
+    for idx in progress(batches, len(batches), "predicting", unit=" batches", texts=len(sequences)):
         ids, lens = collate([sequences[i] for i in idx])
         # .to and .cpu return the tensor itself when it is already there: no copy on CPU
         logits = model(ids.to(device), lens.to(device)).float().cpu().numpy()
