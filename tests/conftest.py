@@ -23,3 +23,19 @@ def tiny_sentiment(n_each: int = 12):
         texts += [pos[i % 4], neg[i % 4]]
         labels += ["pos", "neg"]
     return texts, labels
+
+
+def slow_cli_child(delay: float) -> str:
+    """Python source for a child process running the real CLI with each batch slowed by ``delay``
+    seconds, so a test can interrupt it mid-epoch."""
+    return f"""
+import sys, time
+import textrnn.training as T
+_collate = T.collate
+def slow(*a, **k):
+    time.sleep({delay})
+    return _collate(*a, **k)
+T.collate = slow
+from textrnn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""

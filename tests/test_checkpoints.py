@@ -27,7 +27,7 @@ from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.errors import CheckpointError, TextRNNError
 
-from conftest import tiny_sentiment
+from conftest import slow_cli_child, tiny_sentiment
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # 48 training rows / batch 4 = 12 steps an epoch; a checkpoint every 5 steps and at each epoch end.
@@ -36,17 +36,7 @@ RUN_FLAGS = ["--set", "model.embedding_dim=8", "--set", "model.hidden_size=8", "
              "--set", "train.num_threads=1", "--set", "train.early_stopping_patience=none",
              "--set", "text.min_freq=1", "--set", "data.validation_split=0.2", "--quiet"]
 # The child: the real CLI, each batch slowed down so the parent can interrupt it mid-epoch.
-CHILD = """
-import sys, time
-import textrnn.training as T
-_collate = T.collate
-def slow(*a, **k):
-    time.sleep(0.05)
-    return _collate(*a, **k)
-T.collate = slow
-from textrnn.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+CHILD = slow_cli_child(0.05)
 
 
 def write_data(path: Path) -> Path:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import slow_cli_child
 import torch
 from safetensors.torch import load_file
 
@@ -32,17 +34,7 @@ FLAGS = ["--set", "model.embedding_dim=16", "--set", "model.hidden_size=16", "--
          "--set", "train.num_threads=1", "--set", "train.early_stopping_patience=none",
          "--set", "train.checkpoint_every=4", "--quiet"]
 # The child for the kill test: the real CLI under torchrun, each batch slowed down.
-SLOW_CHILD = """
-import sys, time
-import textrnn.training as T
-_collate = T.collate
-def slow(*a, **k):
-    time.sleep(0.1)
-    return _collate(*a, **k)
-T.collate = slow
-from textrnn.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+SLOW_CHILD = slow_cli_child(0.1)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
