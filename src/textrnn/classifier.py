@@ -123,10 +123,16 @@ class TextClassifier:
         self._index = {c: i for i, c in enumerate(classes)}
         t = config.text
         self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        encoder = None
+        if config.model.pretrained_encoder:  # read first: a bad folder fails before any work
+            from .pretrain import load_encoder
+
+            encoder = load_encoder(config.model.pretrained_encoder)
         ctx = distributed.current()
         if ctx.is_main:
             corpus = self._tokenize(texts)
-            vocab = corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
+            # with a pretrained encoder, its vocabulary: its embedding rows follow those ids
+            vocab = encoder.vocab if encoder else corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
         # Under torchrun: built once, by rank 0, and sent to the others, so an id means the same word
         # in every process. Rank 0 has tokenized first and filled the token cache the others read.
         self.vocab_ = distributed.broadcast_object(vocab if ctx.is_main else None)
@@ -142,6 +148,11 @@ class TextClassifier:
         torch.manual_seed(config.train.seed)
         self.model_ = build_model(config.model, len(self.vocab_), len(classes))
         self.embedding_coverage_ = self._load_pretrained(config)
+        if encoder is not None:
+            encoder.load_into(self.model_, self.tokenizer_)
+            self.model_.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
+            log.info("pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(),
+                     encoder.path, len(self.vocab_))
         self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress,
                                   checkpoint_dir=checkpoint_dir, resume=resume, on_epoch_end=on_epoch_end)
         self.model_.eval()

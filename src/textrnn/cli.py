@@ -109,6 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imdb-path", metavar="PATH")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("pretrain", help="pretrain the encoder as a language model on unlabelled texts (ULMFiT)",
+                       description="Train the configured model's embedding and recurrent layer as a language model "
+                                   "(bidirectional: a forward and a backward one) on the given texts, tokenized as textrnn "
+                                   "does, and write the encoder folder, ready for --set model.pretrained_encoder=DIR.")
+    p.add_argument("data", nargs="+", metavar="DATA", help="texts to learn from: imdb:unsup, imdb:train, or a data file")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="the encoder folder to write")
+    p.add_argument("--config", metavar="TOML", help="a recipe: its [text] and [model] settings shape the encoder")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                   help="override a setting, e.g. --set model.pretrain_epochs=2 (repeatable)")
+    p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
+    p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8)")
+    p.add_argument("--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="a seeded sample of N texts from each DATA (quick runs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an encoder already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
                        description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
     p.add_argument("--recipe", action="append", default=[], metavar="TOML",
@@ -213,6 +229,37 @@ def _cmd_word2vec(args) -> int:
     path = train_word2vec((tokenizer(x) for x in texts), args.output, dim=args.dim, epochs=args.epochs,
                           min_count=args.min_count, seed=args.seed)
     print(f"wrote {path}: use --set model.pretrained_embeddings={path} --set model.embedding_dim={args.dim}")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    import os
+
+    from .config import Config
+    from .datasets import load_data, sample
+    from .errors import ArtifactError
+    from .pretrain import pretrain_texts
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise TextRNNError("pretrain runs in one process; run it without torchrun.")
+    config = Config.from_toml(args.config) if args.config else Config()
+    sets = {f"data.{k}": getattr(args, k) for k in ("text_column", "encoding", "imdb_path", "limit") if getattr(args, k)}
+    config = config.override(sets) if sets else config
+    config = config.override(args.overrides) if args.overrides else config
+    if Path(args.output).exists() and not args.overwrite:  # before any work
+        raise ArtifactError(f"{args.output!r} already exists; choose another --output or pass --overwrite.")
+    d, texts = config.data, []
+    for spec in args.data:
+        if spec.lower().replace(" ", "") == "imdb:test":
+            log.warning("pretrain: imdb:test is the held-out test split; a model pretrained on it has read the texts it is tested on")
+        data = load_data(spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path, encoding=d.encoding)
+        texts += (sample(data, d.limit, config.train.seed) if d.limit else data).texts
+    path = pretrain_texts(texts, config, args.output, progress=not args.quiet, overwrite=args.overwrite)
+    m = config.model
+    print(f"wrote {path}: fine-tune it with --set model.pretrained_encoder={path}, and the model settings it was "
+          f"pretrained with (the same --config, or --set model.cell={m.cell} --set model.embedding_dim={m.embedding_dim} "
+          f"--set model.hidden_size={m.hidden_size} --set model.num_layers={m.num_layers} "
+          f"--set model.bidirectional={str(m.bidirectional).lower()})")
     return 0
 
 
@@ -397,7 +444,7 @@ def _cmd_export(args) -> int:
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "inspect": _cmd_inspect,
             "compare": _cmd_compare, "serve": _cmd_serve, "explain": _cmd_explain, "report": _cmd_report,
-            "export": _cmd_export, "word2vec": _cmd_word2vec}
+            "export": _cmd_export, "word2vec": _cmd_word2vec, "pretrain": _cmd_pretrain}
 
 
 def main(argv: list[str] | None = None) -> int:

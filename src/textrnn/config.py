@@ -108,15 +108,36 @@ class ModelConfig:
     # "imdb:unsup"), and start the embedding from them. Cached: a rerun reuses the vectors.
     word2vec_data: str | None = None
     word2vec_epochs: int = 5
+    # ULMFiT: pretrain the embedding and recurrent layer as a language model on the training texts
+    # plus these unlabelled ones (e.g. "imdb:unsup"), then fine-tune them as the classifier's
+    # encoder (see pretrain.py). Cached: a rerun reuses the encoder. ``pretrained_encoder`` is
+    # the encoder folder itself (set by the pipeline, or by you after ``textrnn pretrain``).
+    pretrain_data: str | None = None
+    pretrained_encoder: str | None = None
+    pretrain_epochs: int = 1
+    pretrain_bptt: int = 70              # tokens per truncated-backpropagation chunk
+    pretrain_batch_size: int = 64        # parallel streams
+    pretrain_learning_rate: float = 3e-3
+    pretrain_dropout: float = 0.1        # on the embeddings and on the recurrent outputs
+    pretrain_max_tokens: int | None = None  # train on at most this many tokens of the stream (budgets)
+    pretrain_bf16: bool = False          # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise expected_one_of("arch", self.arch, ARCHS)
         if self.cell not in CELLS:
             raise expected_one_of("cell", self.cell, CELLS)
-        _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs")
+        _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs", "pretrain_epochs",
+                  "pretrain_bptt", "pretrain_batch_size", "pretrain_learning_rate", "pretrain_max_tokens")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
+        _fraction(self, "pretrain_dropout")
+        if (self.pretrain_data or self.pretrained_encoder) and (self.word2vec_data or self.pretrained_embeddings):
+            raise ConfigError("A pretrained encoder (model.pretrain_data or model.pretrained_encoder) and pretrained "
+                              "vectors (model.word2vec_data or model.pretrained_embeddings) both initialise the "
+                              "embedding; set one of them to none.")
+        if self.pretrain_data:
+            check_pretrainable(self)
         if self.pooling == "concat":
             self.pooling = "last+max+mean"
         parts = self.pooling.split("+") if isinstance(self.pooling, str) else [self.pooling]
@@ -131,6 +152,17 @@ class ModelConfig:
     @property
     def poolings(self) -> list[str]:
         return self.pooling.split("+")
+
+
+def check_pretrainable(model: "ModelConfig") -> None:
+    """Language-model pretraining needs the recurrent model; bidirectional, one layer only."""
+    if model.arch != "rnn" or "+" in model.cell:
+        raise ConfigError(f"Language-model pretraining needs model.arch='rnn' and a single model.cell. "
+                          f"Received: arch={model.arch!r}, cell={model.cell!r}")
+    if model.bidirectional and model.num_layers > 1:
+        raise ConfigError(f"Language-model pretraining of a bidirectional model needs num_layers=1 (a second layer "
+                          f"would show each direction the tokens it predicts). Received: num_layers={model.num_layers} "
+                          f"with bidirectional=true; use num_layers=1 or bidirectional=false.")
 
 
 @dataclass
@@ -152,6 +184,11 @@ class TrainConfig:
     # auto = cuda when torch sees a GPU, else cpu; or cpu, cuda, cuda:N. Under torchrun, auto and
     # cuda mean the GPU of the process's LOCAL_RANK. Checked for availability when training starts.
     device: str = "auto"
+    # Fine-tuning a pretrained encoder (ULMFiT): the embedding and recurrent layers learn at
+    # learning_rate x this (discriminative rates; < 1 keeps them nearer what pretraining found),
+    # and stay frozen, the head alone training, for the first freeze_encoder_epochs epochs.
+    encoder_lr_multiplier: float = 1.0
+    freeze_encoder_epochs: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
@@ -166,7 +203,8 @@ class TrainConfig:
         if self.class_weight not in (None, "balanced"):
             raise expected_one_of("class_weight", self.class_weight, ("balanced",))
         _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm", "num_threads", "checkpoint_every")
-        _positive(self, "weight_decay", "early_stopping_patience", allow_zero=True)
+        _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", allow_zero=True)
+        _positive(self, "encoder_lr_multiplier")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
 

@@ -150,7 +150,7 @@ def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> P
 def portable_config(config: Config) -> Config:
     """``config`` with relative data and embedding paths made absolute (IMDB specs untouched)."""
     sets = {}
-    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings"):
+    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings", "model.pretrained_encoder"):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if not value or (name in ("train", "test") and value.lower().split(":")[0] == "imdb"):
@@ -199,6 +199,15 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         with distributed.main_first():  # trained once, by rank 0; the others read its cache
             config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, train.texts))})
         t_data += time.perf_counter() - t_vec
+    t_pretrain = 0.0
+    if config.model.pretrain_data and not config.model.pretrained_encoder:
+        from .pretrain import pretrained_encoder
+
+        t_pre = time.perf_counter()
+        with distributed.main_first():  # pretrained once, by rank 0; the others read its cache
+            config = config.override({"model.pretrained_encoder": str(pretrained_encoder(config, train.texts, progress))})
+        t_pretrain = time.perf_counter() - t_pre
+        t_data += t_pretrain
     clf = TextClassifier(config)
     checkpoint = output / "checkpoint"
     created = not output.exists()
@@ -237,7 +246,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
         report["test_accuracy"] = report["test"]["accuracy"]
     t_eval = time.perf_counter() - t2
-    report["timings"] = {"data_seconds": t_data, "fit_seconds": t_fit, "test_seconds": t_eval,
+    report["timings"] = {"data_seconds": t_data, "pretrain_seconds": t_pretrain, "fit_seconds": t_fit, "test_seconds": t_eval,
                          "total_seconds": time.perf_counter() - t0}
     report["history"] = clf.history_
     output.mkdir(parents=True, exist_ok=True)

@@ -87,9 +87,22 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+ENCODER = ("embedding", "rnn")  # the layers a pretrained encoder gives (see pretrain.py)
+
+
+def is_encoder(name: str) -> bool:
+    """Whether the parameter ``name`` (``rnn.weight_ih_l0``, ``members.0.embedding.weight``) is an encoder's."""
+    return any(part in ENCODER for part in name.split("."))
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     lr, wd = config.learning_rate, config.weight_decay
+    if config.encoder_lr_multiplier != 1.0:  # discriminative rates (ULMFiT): the encoder's group first
+        encoder = [p for n, p in model.named_parameters() if p.requires_grad and is_encoder(n)]
+        ids = {id(p) for p in encoder}
+        params = [g for g in ({"params": encoder, "lr": lr * config.encoder_lr_multiplier},
+                              {"params": [p for p in params if id(p) not in ids]}) if g["params"]]
     if config.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
         # The fused kernel updates all parameters in one pass: measured 1.6x faster training
@@ -108,7 +121,7 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_s
         total = max(total_steps, 1)
         # torch divides by (pct_start * total - 1): zero for 4 steps in all; warm up for 2 steps then
         pct_start = 0.25 if total != 4 else 0.5
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
                                                    pct_start=pct_start, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     if config.schedule == "linear":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_steps, 1)))
@@ -429,6 +442,7 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
     steps_per_epoch = math.ceil(math.ceil(len(train_x) / config.batch_size) / ctx.world_size)
     optimizer = make_optimizer(model, config)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
+    frozen = [p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad] if config.freeze_encoder_epochs else []
     has_val = val_x is not None and len(val_x) > 0
     better = (lambda a, b: a > b) if config.monitor == "val_accuracy" else (lambda a, b: a < b)
     targets_all = torch.from_numpy(train_y)
@@ -497,6 +511,8 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
         while not loop["finished"] and epoch <= config.epochs:
             loop["epoch"] = epoch
             model.train()
+            for p in frozen:  # gradual unfreezing: the head learns first; in one process the encoder's
+                p.requires_grad_(epoch > config.freeze_encoder_epochs or ctx.is_distributed)  # backward is skipped
             resumed_at = None
             if loop["batch"] == 0:
                 loop["epoch_rng"] = rng.bit_generator.state  # so a resumed run redraws this epoch's order
@@ -533,6 +549,9 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                                        f"learning_rate={config.learning_rate}).")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if epoch <= config.freeze_encoder_epochs:  # under DDP, which needs every gradient, dropped here
+                    for p in frozen:
+                        p.grad = None  # the optimizer skips a parameter without a gradient
                 if config.clip_grad_norm:
                     nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
                 optimizer.step()
@@ -598,6 +617,8 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                     raise TrainingInterrupted(f"Training stopped after epoch {epoch} of {config.epochs}; "
                                               f"checkpoint saved in {str(ckpt.dir)!r}.", ckpt.dir)
             epoch += 1
+    for p in frozen:
+        p.requires_grad_(True)
     if ctx.is_distributed:
         # DistributedDataParallel's hooks and its hold on the process group go now, not at exit
         # (a wrapper left to the interpreter's teardown can abort the process as it exits)
