@@ -168,9 +168,12 @@ class TextClassifier:
         if alignment.matrix.shape[1] != m.embedding_dim:
             raise ConfigError(f"The pretrained vectors have {alignment.matrix.shape[1]} dimensions but "
                               f"model.embedding_dim={m.embedding_dim}; set model.embedding_dim={alignment.matrix.shape[1]}.")
-        with torch.no_grad():
-            self.model_.embedding.weight.copy_(torch.from_numpy(alignment.matrix))
-        self.model_.embedding.weight.requires_grad_(not m.freeze_embeddings)
+        from .models import members
+
+        for member in members(self.model_):  # every member of an ensemble starts from the vectors
+            with torch.no_grad():
+                member.embedding.weight.copy_(torch.from_numpy(alignment.matrix))
+            member.embedding.weight.requires_grad_(not m.freeze_embeddings)
         log.info("pretrained embeddings: %d of %d vocabulary words found (%.1f%%)",
                  alignment.found, alignment.total, 100 * alignment.coverage)
         return alignment.coverage

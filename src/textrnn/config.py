@@ -93,7 +93,7 @@ class ModelConfig:
     bag-of-embeddings MLP (``arch="mlp"``)."""
 
     arch: str = "rnn"
-    cell: str = "lstm"
+    cell: str = "lstm"               # or '+'-joined, e.g. "lstm+gru": an ensemble (see models.Ensemble)
     embedding_dim: int = 64
     hidden_size: int = 64
     num_layers: int = 1
@@ -120,15 +120,19 @@ class ModelConfig:
     pretrain_learning_rate: float = 3e-3
     pretrain_dropout: float = 0.1        # on the embeddings and on the recurrent outputs
     pretrain_max_tokens: int | None = None  # train on at most this many tokens of the stream (budgets)
+    pretrain_max_seconds: float | None = None  # stop pretraining after this long; the rate's cycle follows the clock
     pretrain_bf16: bool = False          # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise expected_one_of("arch", self.arch, ARCHS)
-        if self.cell not in CELLS:
-            raise expected_one_of("cell", self.cell, CELLS)
+        if not isinstance(self.cell, str) or not self.cell or any(c not in CELLS for c in self.cell.split("+")):
+            bad = next((c for c in str(self.cell).split("+") if c not in CELLS), self.cell)
+            raise ConfigError(f"cell must be one of {{'lstm', 'gru', 'rnn'}}, or several '+'-joined for an ensemble "
+                              f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}" + did_you_mean(str(bad), CELLS))
         _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs", "pretrain_epochs",
-                  "pretrain_bptt", "pretrain_batch_size", "pretrain_learning_rate", "pretrain_max_tokens")
+                  "pretrain_bptt", "pretrain_batch_size", "pretrain_learning_rate", "pretrain_max_tokens",
+                  "pretrain_max_seconds")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
         _fraction(self, "pretrain_dropout")
@@ -152,6 +156,11 @@ class ModelConfig:
     @property
     def poolings(self) -> list[str]:
         return self.pooling.split("+")
+
+    @property
+    def cells(self) -> list[str]:
+        """One cell per member: ``["lstm"]`` for a single model, ``["lstm", "gru"]`` for "lstm+gru"."""
+        return self.cell.split("+")
 
 
 def check_pretrainable(model: "ModelConfig") -> None:

@@ -48,10 +48,10 @@ def _export_module(model):
     """The network itself, in eval mode. Traced on a batch of mixed lengths, ``RNNClassifier.encode``
     records its mixed-length path (each direction starting at a real token, pooling masked), which is
     exact for every batch, equal lengths included; so the traced graph holds no data-dependent branch."""
-    from .models import BagOfEmbeddings, RNNClassifier
+    from .models import BagOfEmbeddings, Ensemble, RNNClassifier
 
-    if not isinstance(model, (RNNClassifier, BagOfEmbeddings)):
-        raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier or BagOfEmbeddings.")
+    if not isinstance(model, (RNNClassifier, BagOfEmbeddings, Ensemble)):
+        raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier, Ensemble or BagOfEmbeddings.")
     return model.eval()
 
 

@@ -10,6 +10,8 @@ logit (sigmoid); more get one per class (softmax).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -139,6 +141,33 @@ class BagOfEmbeddings(nn.Module):
         return self.head(self.dropout(torch.relu(self.hidden(pooled))))  # (B, C)
 
 
+class Ensemble(nn.Module):
+    """Recurrent classifiers of one shape, one per cell of ``cell="lstm+gru"`` (say), each with
+    its own embedding and initialisation. They train side by side on the same batches, each on
+    its own loss (the training forward returns their logits stacked, (M, B, C)); a prediction
+    averages their logits. Averaging models that err differently is the cheapest accuracy there is."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(RNNClassifier(dataclasses.replace(config, cell=cell), vocab_size, num_classes)
+                                     for cell in config.cells)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([m(ids, lengths) for m in self.members])  # (M, B, C)
+        return logits if self.training else logits.mean(0)  # (M, B, C) | (B, C)
+
+
+def members(model: nn.Module) -> list[nn.Module]:
+    """The single models in ``model``: its members for an ensemble, else itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
+def num_outputs(model: nn.Module) -> int:
+    return members(model)[0].head.out_features
+
+
 def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> nn.Module:
-    cls = BagOfEmbeddings if config.arch == "mlp" else RNNClassifier
-    return cls(config, vocab_size, num_classes)
+    if config.arch == "mlp":
+        return BagOfEmbeddings(config, vocab_size, num_classes)
+    return Ensemble(config, vocab_size, num_classes) if len(config.cells) > 1 else RNNClassifier(config, vocab_size, num_classes)

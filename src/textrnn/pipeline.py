@@ -68,6 +68,7 @@ def environment() -> dict:
     return {"textrnn": __version__, "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}}
 
 

@@ -190,7 +190,11 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
     lm.to(device)
     opt = TrainConfig(optimizer="adamw", learning_rate=m.pretrain_learning_rate, weight_decay=0.01, schedule="onecycle")
     optimizer = make_optimizer(lm, opt)
-    schedule = make_schedule(optimizer, opt, steps * m.pretrain_epochs)
+    total_steps = steps * m.pretrain_epochs
+    schedule = make_schedule(optimizer, opt, total_steps)
+    budget = m.pretrain_max_seconds
+    started = time.perf_counter()
+    done = 0  # steps taken, or (with a time budget) the share of the cycle that the clock has used, in steps
     bf16 = m.pretrain_bf16 and device.type == "cuda"
     log.info("pretrain: %d training tokens in %d streams of %d, %d validation tokens, %d steps an epoch on %s",
              data.numel(), rows, data.size(1), len(val), steps, device)
@@ -212,21 +216,34 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
             loss.backward()
             nn.utils.clip_grad_norm_(lm.parameters(), CLIP_GRAD_NORM)
             optimizer.step()
-            schedule.step()
+            if budget:  # the one-cycle rate follows the steps or the clock, whichever is further on
+                target = max(done + 1, math.ceil(total_steps * (time.perf_counter() - started) / budget))
+                while done < min(target, total_steps - 1):
+                    schedule.step()
+                    done += 1
+            else:
+                schedule.step()
+                done += 1
             total, count = total + loss.detach() * y.numel(), count + y.numel()
-            if step % max(1, steps // 10) == 0 or step == steps:  # reading the loss waits for a GPU: not every step
+            out_of_time = bool(budget) and time.perf_counter() - started >= budget
+            if step % max(1, steps // 10) == 0 or step == steps or out_of_time:  # reading the loss waits for a GPU: not every step
                 if not math.isfinite(value := float(loss.detach())):
                     raise TextRNNError(f"Pretraining diverged: the loss became {value} at epoch {epoch}, step {step}. Try a "
                                        f"lower model.pretrain_learning_rate (received: {m.pretrain_learning_rate}).")
                 if show_progress and not sys.stderr.isatty():  # on a terminal the bar shows progress
                     log.info("pretrain: epoch %d, step %d/%d, loss %.3f", epoch, step, steps, float(total) / count)
+            if out_of_time:
+                log.info("pretrain: model.pretrain_max_seconds=%s reached at epoch %d, step %d/%d", budget, epoch, step, steps)
+                break
         loss_mean, seconds = float(total) / count, time.perf_counter() - t0
         val_loss = evaluate(lm, val, rows, m.pretrain_bptt, bf16)
         row = {"epoch": epoch, "loss": loss_mean, "perplexity": math.exp(loss_mean), "val_loss": val_loss,
-               "val_perplexity": math.exp(val_loss), "seconds": seconds, "tokens_per_s": data.numel() / max(seconds, 1e-9)}
+               "val_perplexity": math.exp(val_loss), "seconds": seconds, "tokens": count, "tokens_per_s": count / max(seconds, 1e-9)}
         history.append(row)
         log.info("pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)", epoch,
                  m.pretrain_epochs, row["perplexity"], row["val_perplexity"], seconds, row["tokens_per_s"])
+        if out_of_time:
+            break
     lm.eval()
     return history
 

@@ -433,8 +433,10 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
         torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
     rng = np.random.default_rng(config.seed)
     train_y = np.asarray(train_y, dtype=np.int64)
-    num_outputs = model.head.out_features
-    num_classes = 2 if num_outputs == 1 else num_outputs
+    from .models import num_outputs
+
+    outputs = num_outputs(model)
+    num_classes = 2 if outputs == 1 else outputs
     model.to(device)  # in place; nothing moves when it is already there
     weights = balanced_weights(train_y, num_classes).to(device) if config.class_weight == "balanced" else None
     lengths = lengths_of(train_x)
@@ -537,8 +539,12 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                 idx = batches[b]
                 ids, lens = collate([train_x[i] for i in idx], equal_length=config.equal_length_batches)
                 y = targets_all[idx].to(device)
-                logits = net(ids.to(device), lens.to(device))  # (B, C)
-                loss = loss_fn(logits, y, weights)
+                logits = net(ids.to(device), lens.to(device))  # (B, C), or (M, B, C) from an ensemble
+                if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
+                    loss = torch.stack([loss_fn(member, y, weights) for member in logits]).mean()
+                    logits = logits.mean(0)  # (B, C)
+                else:
+                    loss = loss_fn(logits, y, weights)
                 diverged, stopping = not torch.isfinite(loss), interrupt.requested
                 if ctx.is_distributed:  # every process stops at the same step, or none does
                     diverged, stopping = map(bool, distributed.all_reduce([diverged, stopping], op="max"))
