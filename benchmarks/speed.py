@@ -237,9 +237,12 @@ def table(r: dict) -> str:
     ]
     lines = [f"| {r['date']} | Keras 3 / TF (course) | textrnn, seed model | textrnn default |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    ratios = r["ratios"]
+    ratios = r.get("ratios")
     lines.append("")
-    lines.append("Ratios textrnn(seed model)/peer: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None))
+    if ratios and any(v is not None for v in ratios.values()):
+        lines.append("Ratios textrnn(seed model)/peer: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None))
+    else:
+        lines.append("No peer in this run (--skip-peer, or no peer environment): no ratios.")
     return "\n".join(lines)
 
 

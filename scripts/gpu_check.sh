@@ -16,7 +16,9 @@ OUT=$(mkdir -p "$1" && cd "$1" && pwd)
 IMDB=${2:-${TEXTRNN_IMDB:-}}
 PY=${PYTHON:-python3}
 QUICK=${GPU_CHECK_QUICK:-}
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# The GPU image has torch but not tomli_w (textrnn writes run configs with it): carry its pure-Python
+# package in .gpudata/pylib (cp -r .venv/lib/python3*/site-packages/tomli_w .gpudata/pylib/).
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src:$PWD/.gpudata/pylib${PYTHONPATH:+:$PYTHONPATH}"
 export TEXTRNN_CACHE_DIR=${TEXTRNN_CACHE_DIR:-/tmp/textrnn-gpu-cache}
 START=$(date +%s)
 say() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/gpu_check.log"; }
