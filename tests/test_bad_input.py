@@ -156,7 +156,7 @@ CASES = {
     "set-not-a-number": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.learning_rate=fast"),
                          r"train.learning_rate must be a number. Received: train.learning_rate='fast'"),
     "set-bad-choice": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cell=lstmx"),
-                       r"Expected one of \{'gru', 'lstm', 'rnn'\}. Received: cell='lstmx'. Did you mean 'lstm'\?"),
+                       r"Expected one of \{'gru', 'lstm', 'rnn'\}, or several '\+'-joined for an ensemble \(e.g. 'lstm\+gru'\). Received: cell='lstmx'. Did you mean 'lstm'\?"),
     "set-unknown-key": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cel=gru"),
                         r"unknown setting model.cel. Did you mean 'cell'\?"),
     "set-unknown-section": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "modle.cell=gru"),

@@ -128,8 +128,8 @@ class ModelConfig:
             raise expected_one_of("arch", self.arch, ARCHS)
         if not isinstance(self.cell, str) or not self.cell or any(c not in CELLS for c in self.cell.split("+")):
             bad = next((c for c in str(self.cell).split("+") if c not in CELLS), self.cell)
-            raise ConfigError(f"cell must be one of {{'lstm', 'gru', 'rnn'}}, or several '+'-joined for an ensemble "
-                              f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}" + did_you_mean(str(bad), CELLS))
+            raise ConfigError(f"Expected one of {{'gru', 'lstm', 'rnn'}}, or several '+'-joined for an ensemble "
+                              f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}." + did_you_mean(str(bad), CELLS))
         _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs", "pretrain_epochs",
                   "pretrain_bptt", "pretrain_batch_size", "pretrain_learning_rate", "pretrain_max_tokens",
                   "pretrain_max_seconds")
