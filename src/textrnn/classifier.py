@@ -18,7 +18,8 @@ import platform
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -76,6 +77,35 @@ def match_labels(labels: Sequence, classes: Sequence) -> list:
         raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
                         f"The model knows: {', '.join(map(repr, classes))}")
     return labels
+
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False, what: str = "another path") -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``path`` to fill; on a clean exit it is renamed into place
+    (an existing folder is replaced, and put back if the rename fails); on any error it is removed.
+    A reader never sees half a folder and a failed write never loses the old one."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ArtifactError(f"{str(path)!r} already exists; choose {what} or overwrite it (--overwrite).")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous folder back
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 class TextClassifier:
@@ -235,12 +265,7 @@ class TextClassifier:
         from safetensors.torch import save_file
 
         self._check_fitted()
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise ArtifactError(f"{str(path)!r} already exists; choose another path or overwrite it (--overwrite).")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with atomic_folder(path, overwrite) as tmp:
             meta = {
                 "format": FORMAT, "format_version": FORMAT_VERSION,
                 "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
@@ -254,21 +279,7 @@ class TextClassifier:
             (tmp / "labels.json").write_text(json.dumps(self.classes_), encoding="utf-8")
             state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
             save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                try:
-                    os.replace(tmp, path)
-                except BaseException:
-                    os.replace(old, path)  # put the previous model back
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "TextClassifier":

@@ -325,29 +325,13 @@ def save_encoder(path: str | os.PathLike, meta: dict, vocab: Vocabulary, state: 
     """Write the folder atomically: a temporary sibling renamed into place (the old one kept on failure)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ArtifactError(f"{str(path)!r} already exists; choose another --output or pass --overwrite.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    from .classifier import atomic_folder
+
+    with atomic_folder(path, overwrite, what="another --output") as tmp:
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         vocab.save(tmp / "vocab.txt")
         save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old.exists():
-                os.replace(old, path)  # put the previous encoder back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 @dataclass
