@@ -140,36 +140,6 @@ def recurrent_flops_per_token(m) -> float:
     return 3 * total
 
 
-def ceilings(result: dict) -> dict | None:
-    """How far the ratios *can* go on this machine: the peer's achieved GFLOP/s, and the best
-    textrnn/peer ratio that a run at 100% of the measured matmul peak would give, for the seed
-    model's arithmetic (input projection + recurrence, forward; backward twice that) and for an
-    inference path that looks the input projection up per word instead of multiplying it (forward
-    = recurrence only). Derived from this run's figures; nothing here is assumed but the FLOP counts."""
-    p, s = result.get("peer"), result.get("textrnn_seed")
-    if not p or not s:
-        return None
-    raw = p["raw"]
-    steps = raw["config"]["output_sequence_length"]  # the peer runs every padded step (mask_zero=False)
-    train_flops = s["recurrent_flops_per_token"]  # per real token, forward + backward
-    forward = train_flops / 3
-    cfg = s["config"]["model"]
-    recurrence = forward * cfg["hidden_size"] / (cfg["embedding_dim"] + cfg["hidden_size"])
-    real_per_review = raw["data"]["test_real_tokens"] / raw["data"]["test_reviews"]
-    peak = result["matmul"]["gflops"] * 1e9
-    peer_train = p["train_tokens_per_s"] * train_flops * steps * raw["data"]["train_reviews"] / raw["data"]["train_real_tokens"]
-    peer_predict = p["predict_reviews_per_s"] * steps * forward
-    return {
-        "matmul_peak_gflops": peak / 1e9,
-        "peer_train_gflops": peer_train / 1e9, "peer_train_fraction_of_peak": peer_train / peak,
-        "peer_predict_gflops": peer_predict / 1e9, "peer_predict_fraction_of_peak": peer_predict / peak,
-        "max_train_tokens_ratio_at_peak": peak / train_flops / p["train_tokens_per_s"],
-        "max_predict_ratio_at_peak": peak / (real_per_review * forward) / p["predict_reviews_per_s"],
-        "max_predict_ratio_at_peak_lookup_projection": peak / (real_per_review * recurrence) / p["predict_reviews_per_s"],
-        "note": "ratios textrnn/peer attainable at 100% of the measured fp32 matmul peak; textrnn skips padding, the peer does not",
-    }
-
-
 def side_matmul() -> dict:
     """The matrix-multiply peak of the device the training sides use (the CPU, or the GPU that
     train.device "auto" picks): fp32, the precision textrnn trains in (TF32 off on a GPU)."""
@@ -330,7 +300,6 @@ def main(argv=None) -> int:
         "prep_seconds_warm": result["textrnn_prep_warm"]["prep_seconds"] / p["prep_seconds_warm"] if p else None,
         "default_train_tokens_per_s": result["textrnn_default"]["train_tokens_per_s"] / p["train_tokens_per_s"] if p else None,
     }
-    result["ceilings"] = ceilings(result)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
