@@ -1,0 +1,40 @@
+"""train.micro_batch_tokens: on a CPU a long batch runs in pieces whose gradients add up to the
+whole batch's, so training takes the same steps (only faster)."""
+
+import numpy as np
+import pytest
+import torch
+
+from textrnn import TextClassifier
+from textrnn.config import TrainConfig
+from textrnn.errors import ConfigError
+from textrnn.training import micro_batches
+
+from conftest import tiny_sentiment
+
+
+@pytest.mark.parametrize("rows,length,budget", [(64, 180, 6000), (64, 400, 6000), (64, 60, 6000), (7, 500, 100), (64, 10, None)])
+def test_pieces_cover_the_batch_in_order_within_the_budget(rows, length, budget):
+    pieces = micro_batches(rows, length, budget)
+    covered = np.concatenate([np.arange(rows)[p] for p in pieces])
+    assert (covered == np.arange(rows)).all()
+    if budget is None or rows * length <= budget:
+        assert len(pieces) == 1
+    else:
+        assert all((p.stop - p.start) * length <= budget or p.stop - p.start <= 8 for p in pieces)
+
+
+def test_a_batch_in_pieces_trains_the_same_weights():
+    texts, labels = tiny_sentiment()
+    settings = dict(embedding_dim=8, hidden_size=8, epochs=2, batch_size=16, min_freq=1, dropout=0.0,
+                    embedding_dropout=0.0, early_stopping_patience=None, learning_rate=0.01)
+    whole = TextClassifier(micro_batch_tokens=None, **settings).fit(texts, labels, progress=False)
+    pieces = TextClassifier(micro_batch_tokens=9, **settings).fit(texts, labels, progress=False)  # pieces of 8 texts
+    for (name, a), b in zip(whole.model_.state_dict().items(), pieces.model_.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=name)
+    assert whole.history_[-1]["loss"] == pytest.approx(pieces.history_[-1]["loss"], rel=1e-4)
+
+
+def test_the_budget_is_checked():
+    with pytest.raises(ConfigError, match="micro_batch_tokens must be greater than 0"):
+        TrainConfig(micro_batch_tokens=0)
