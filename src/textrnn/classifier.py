@@ -17,8 +17,8 @@ import os
 import platform
 import shutil
 import tempfile
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -77,7 +77,6 @@ def match_labels(labels: Sequence, classes: Sequence) -> list:
         raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
                         f"The model knows: {', '.join(map(repr, classes))}")
     return labels
-
 
 
 @contextmanager
