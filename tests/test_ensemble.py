@@ -38,7 +38,7 @@ def test_training_forward_stacks_members_and_prediction_averages_them():
 
 @pytest.mark.parametrize("bad", ["lstm+", "lstm+cnn", "+gru", ""])
 def test_bad_ensembles_are_refused_by_name(bad):
-    with pytest.raises(ConfigError, match="or several '\+'-joined for an ensemble"):
+    with pytest.raises(ConfigError, match=r"or several '\+'-joined for an ensemble"):
         ModelConfig(cell=bad)
 
 

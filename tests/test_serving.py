@@ -19,7 +19,8 @@ from textrnn.serving import STATIC, create_app
 from conftest import tiny_sentiment
 
 FAST = dict(embedding_dim=16, hidden_size=16, epochs=20, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None,
+            precision="float32")  # float32 like onnxruntime: the two apps must answer alike
 LIMITS = dict(max_text_chars=200, max_batch=4, max_body_bytes=4000)
 
 

@@ -238,7 +238,7 @@ class TextClassifier:
     def decision_function(self, texts, batch_size: int = 512) -> np.ndarray:
         """Raw logits (N, C)."""
         self._check_fitted()
-        return predict_logits(self.model_, self.encode(texts), batch_size)
+        return predict_logits(self.model_, self.encode(texts), batch_size, self.config_.train.precision)
 
     def predict_proba(self, texts, batch_size: int = 512) -> np.ndarray:
         """(N, K) probabilities, columns in ``classes_`` order; rows sum to 1."""
@@ -255,7 +255,8 @@ class TextClassifier:
         if len(texts) != len(labels):
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
         y = self._targets(labels)
-        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size))
+        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size,
+                                             self.config_.train.precision))
         return compute_metrics(y, proba, self.classes_)
 
     # ------------------------------------------------------------------ persistence

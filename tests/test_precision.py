@@ -1,0 +1,76 @@
+"""train.precision (float32, bfloat16, auto) and CPU prediction with one batch per core."""
+
+import numpy as np
+import pytest
+import torch
+
+from textrnn import TextClassifier
+from textrnn.config import TrainConfig
+from textrnn.errors import ConfigError
+from textrnn import training
+from textrnn.training import compute_dtype, predict_logits
+
+from conftest import tiny_sentiment
+
+SETTINGS = dict(embedding_dim=16, hidden_size=16, epochs=15, batch_size=8, learning_rate=0.02, schedule="constant",
+                min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def test_auto_is_bfloat16_only_on_a_cpu_that_computes_it(monkeypatch):
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert compute_dtype(CPU, "auto") == torch.bfloat16
+    assert compute_dtype(CUDA, "auto") == torch.float32  # launch-bound there: nothing to gain
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert compute_dtype(CPU, "auto") == torch.float32
+    assert compute_dtype(CPU, "bfloat16") == torch.bfloat16 and compute_dtype(CPU, "float32") == torch.float32
+
+
+def test_an_unknown_precision_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"precision='fp16'"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ConfigError, match=r"precision='half'"):
+        compute_dtype(CPU, "half")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    texts, labels = tiny_sentiment()
+    f32 = TextClassifier(**SETTINGS, precision="float32").fit(texts, labels, progress=False)
+    b16 = TextClassifier(**SETTINGS, precision="bfloat16").fit(texts, labels, progress=False)
+    return texts, labels, f32, b16
+
+
+def test_bfloat16_trains_float32_weights_as_well(pair):
+    texts, labels, f32, b16 = pair
+    assert all(p.dtype == torch.float32 for p in b16.model_.parameters())  # autocast: the weights stay float32
+    assert b16.history_[-1]["accuracy"] == 1.0 == f32.history_[-1]["accuracy"]
+    assert b16.predict(texts) == labels
+
+
+def test_bfloat16_predictions_are_float32_ones_up_to_its_rounding(pair):
+    texts, _, f32, _ = pair
+    seqs = f32.encode(texts)
+    a = predict_logits(f32.model_, seqs, precision="float32")
+    b = predict_logits(f32.model_, seqs, precision="bfloat16")
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(b, a, atol=0.05 * max(1.0, np.abs(a).max()))
+    assert ((a > 0) == (b > 0)).mean() >= 0.95
+
+
+def test_batches_side_by_side_give_each_text_its_own_answer(pair):
+    """Many small batches over a pool of one-core workers: in input order, and the same logits as
+    each text alone, whatever the thread count (which is restored afterwards)."""
+    texts, _, f32, _ = pair
+    texts = texts + ["good " * n + "awful" for n in range(1, 40)]
+    seqs = f32.encode(texts)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        together = predict_logits(f32.model_, seqs, batch_size=4, precision="float32")
+        assert torch.get_num_threads() == 2
+        alone = np.concatenate([predict_logits(f32.model_, [s], precision="float32") for s in seqs])
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert predict_logits(f32.model_, [], precision="float32").shape == (0, 1)
