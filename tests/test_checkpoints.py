@@ -312,3 +312,28 @@ def test_killed_after_training_while_saving_resumes_without_retraining(reference
     monkeypatch.setattr(T, "training_batches", no_training)
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert_same_weights(weights(run), weights(ref))
+
+
+def test_a_crash_just_after_an_epoch_end_checkpoint_resumes_with_the_next_epoch(tmp_path, monkeypatch):
+    """The last checkpoint was written at the end of epoch 1: the resumed run starts epoch 2 (it
+    once trained epoch 1 again, and its schedule ran out of steps)."""
+    texts, labels = tiny_sentiment(20)  # 36 training rows: 9 steps an epoch, checkpoints at 5 and at the end
+    settings = {**FAST, "epochs": 3, "dropout": 0.3}
+    whole = TextClassifier(**settings).fit(texts, labels, progress=False)
+    calls = {"n": 0}
+    real = T.collate
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 11:  # 9 batches and 1 validation batch: the first batch of epoch 2
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "collate", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        TextClassifier(**settings).fit(texts, labels, progress=False, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(T, "collate", real)
+    resumed = TextClassifier(**settings).fit(texts, labels, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert_same_weights(whole.model_.state_dict(), resumed.model_.state_dict())
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3]
+    assert [r["loss"] for r in whole.history_] == [r["loss"] for r in resumed.history_]

@@ -74,3 +74,58 @@ def test_batches_side_by_side_give_each_text_its_own_answer(pair):
         torch.set_num_threads(threads)
     np.testing.assert_allclose(together, alone, atol=1e-5)
     assert predict_logits(f32.model_, [], precision="float32").shape == (0, 1)
+
+
+def _fit(**settings):
+    texts, labels = tiny_sentiment(20)
+    fit_args = settings.pop("fit", {})
+    base = dict(embedding_dim=8, hidden_size=8, epochs=2, batch_size=16, min_freq=1, early_stopping_patience=None,
+                learning_rate=0.01, precision="float32")
+    return TextClassifier(**{**base, **settings}).fit(texts, labels, progress=False, **fit_args)
+
+
+def _same(a, b, **tol):
+    for (name, x), y in zip(a.model_.state_dict().items(), b.model_.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name, **tol)
+
+
+def test_pieces_side_by_side_train_the_weights_of_the_whole_batch(monkeypatch):
+    """Two one-core workers, one piece of 8 texts each, gradients summed: float32 weights equal
+    to the whole batch's on both cores (up to summation order)."""
+    whole = _fit(dropout=0.0, embedding_dropout=0.0, micro_batch_tokens=None)
+    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    side_by_side = _fit(dropout=0.0, embedding_dropout=0.0, micro_batch_tokens=None)
+    _same(whole, side_by_side, atol=2e-5, rtol=1e-4)
+    assert whole.history_[-1]["loss"] == pytest.approx(side_by_side.history_[-1]["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_pieces_side_by_side_are_reproducible_with_dropout(monkeypatch, precision):
+    """Each piece draws its dropout masks from its own generator, seeded in order: the same run
+    every time, whichever thread finishes first; and a different one from another seed."""
+    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    settings = dict(dropout=0.3, embedding_dropout=0.2, num_layers=2, precision=precision)
+    a, b = _fit(**settings), _fit(**settings)
+    _same(a, b, atol=0, rtol=0)
+    c = _fit(**settings, seed=1)
+    assert not torch.equal(a.model_.head.weight, c.model_.head.weight)
+
+
+def test_a_run_with_pieces_side_by_side_resumes_bit_for_bit(monkeypatch, tmp_path):
+    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    settings = dict(dropout=0.3, embedding_dropout=0.2, checkpoint_every=2, epochs=3)
+    whole = _fit(**settings)
+    real, calls = training.collate, {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "collate", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(**settings, fit={"checkpoint_dir": tmp_path})
+    monkeypatch.setattr(training, "collate", real)
+    resumed = _fit(**settings, fit={"checkpoint_dir": tmp_path, "resume": True})
+    _same(whole, resumed, atol=0, rtol=0)

@@ -10,7 +10,9 @@ logit (sigmoid); more get one per class (softmax).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 
 import torch
 import torch.nn as nn
@@ -25,15 +27,46 @@ def output_size(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def dropout_generator(generator: torch.Generator | None):
+    """Draw this thread's dropout masks from ``generator`` (else from torch's global one). Training
+    pieces that run side by side in threads (training.fit) each get their own, seeded in order, so
+    a run is the same whichever thread finishes first."""
+    previous = getattr(_local, "generator", None)
+    _local.generator = generator
+    try:
+        yield
+    finally:
+        _local.generator = previous
+
+
+def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Inverted dropout (training only), its mask broadcast from ``mask_shape`` (default: x's)."""
+    if p == 0:
+        return x
+    generator = getattr(_local, "generator", None)
+    if generator is None and mask_shape is None:
+        return F.dropout(x, p, training=True)
+    mask = x.new_empty(mask_shape or x.shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
+    return x * mask
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout, drawing from this thread's generator when one is set (see dropout_generator)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p) if self.training else x
+
+
 class SpatialDropout(nn.Dropout):
     """Drops whole embedding channels for a whole text (Keras' SpatialDropout1D): dropping single
     positions would let the recurrent layer see through the gaps."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, E)
-        if not self.training or self.p == 0:
-            return x
-        mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - self.p).div_(1 - self.p)
-        return x * mask
+        return dropout(x, self.p, (x.size(0), 1, x.size(2))) if self.training else x
 
 
 def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str],
@@ -65,7 +98,7 @@ class RNNClassifier(nn.Module):
         self.rnn = _CELLS[c.cell](c.embedding_dim, c.hidden_size, num_layers=c.num_layers, batch_first=True,
                                   bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
         directions = 2 if c.bidirectional else 1
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +106,9 @@ class RNNClassifier(nn.Module):
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
-        if bool((lengths == T).all()):
+        # nn.LSTM's own dropout between layers draws from the global generator: not in training
+        inner_dropout = self.training and self.config.num_layers > 1 and self.config.dropout > 0
+        if bool((lengths == T).all()) and not inner_dropout:
             out, h = self.rnn(x)  # (B, T, dirs*H): one call, PyTorch's fast path
             h = h[0] if isinstance(h, tuple) else h  # LSTM: (h_n, c_n)
             dirs = 2 if self.config.bidirectional else 1
@@ -107,7 +142,7 @@ class RNNClassifier(nn.Module):
                 parts.append(out)
             x = torch.cat(parts, dim=2)  # (B, T, dirs*H)
             if layer < c.num_layers - 1 and c.dropout and self.training:
-                x = F.dropout(x, c.dropout, training=True)
+                x = dropout(x, c.dropout)
         out = x * valid.unsqueeze(-1).to(x.dtype)  # zero past each length, as packing would
         H = c.hidden_size
         last = [out[:, :, :H].gather(1, (lengths - 1).view(B, 1, 1).expand(B, 1, H)).squeeze(1)]  # (B, H)
@@ -132,7 +167,7 @@ class BagOfEmbeddings(nn.Module):
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=0)
         self.embedding_dropout = SpatialDropout(config.embedding_dropout)
         self.hidden = nn.Linear(config.embedding_dim * len(self.poolings), config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, output_size(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, models
 from .text import progress
 from .batching import collate, inference_batches, lengths_of, training_batches
 from .config import TrainConfig
@@ -84,19 +84,32 @@ def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def micro_batches(rows: int, length: int, max_tokens: int | None) -> list[slice]:
+def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: int = 1) -> list[slice]:
     """The pieces a training batch of ``rows`` texts of ``length`` tokens runs in: one, unless it
     holds more than ``max_tokens`` (then as few pieces of equal size as keep each within that many
-    tokens, and at least 8 texts each).
+    tokens) or ``min_pieces`` asks for more (one per worker, see fit); at least 8 texts each.
     Measured on this project's 2-core CPU (ms a step of 64 texts, whole -> in pieces of 16 to 32):
     the seed model at 180 tokens 29.1 -> 21.0; the default model at 180 tokens 46.3 -> 29.2, at 250
     76.4 -> 46.5, at 400 99.2 -> 71.3: oneDNN's recurrent layer slows down once a batch's activations
     leave the cache. Short batches stay whole (at 60 tokens pieces cost time: 8.1 -> 9.2 ms)."""
-    if not max_tokens or rows * length <= max_tokens:
+    count = max(math.ceil(rows * length / max_tokens) if max_tokens else 1, min_pieces)
+    count = min(count, max(1, rows // 8))  # pieces of equal size: no small remainder
+    if count <= 1:
         return [slice(0, rows)]
-    count = min(math.ceil(rows * length / max_tokens), max(1, rows // 8))  # pieces of equal size: no small remainder
     per = math.ceil(rows / count)
     return [slice(i, min(i + per, rows)) for i in range(0, rows, per)]
+
+
+def piece_workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Context) -> int:
+    """How many training pieces run side by side, each on one core: on a CPU in bfloat16, one per
+    torch thread. Measured on 2 cores (seed model, 64 x 180 tokens, pieces of 32): bfloat16 879k
+    tokens/s side by side vs 720k one after the other on both cores; float32 the other way round
+    (457k vs 585k: oneDNN's one-thread float32 recurrent kernel is slow), so float32 stays as it
+    was. Not under DDP, whose processes already share out the cores and whose gradient hooks need
+    backward()."""
+    if device.type != "cpu" or dtype != torch.bfloat16 or ctx.is_distributed:
+        return 1
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
@@ -210,8 +223,10 @@ def autocast(device: torch.device, dtype: torch.dtype):
 @contextlib.contextmanager
 def _one_thread_per_worker(workers: int):
     """A pool of ``workers`` threads, each running its batches on one core (torch's intra-op threads
-    set to 1, restored after). On 2 cores two batches of 64 side by side predict 1.5-2x the reviews/s
-    of one batch at a time on both cores: a 64-row recurrent step is too small to share out."""
+    set to 1, restored after; ``None`` for one worker). On 2 cores two batches of 64 side by side
+    predict 1.5-2x the reviews/s of one batch at a time on both cores: a 64-row recurrent step is
+    too small to share out. Held for a whole fit (see piece_workers): changing the thread count
+    every step would rebuild oneDNN's kernels (measured: it loses the gain)."""
     if workers <= 1:
         yield None
         return
@@ -220,16 +235,17 @@ def _one_thread_per_worker(workers: int):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="textrnn-predict") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="textrnn-worker") as pool:
             yield pool
     finally:
         torch.set_num_threads(threads)
 
 
 def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 512,
-                   precision: str = "auto") -> np.ndarray:
+                   precision: str = "auto", workers: int | None = None) -> np.ndarray:
     """Logits (N, C) in input order. Batches are length-sorted, so padding is minimal and masked.
-    On a CPU the batches run side by side, one per core (see ``_one_thread_per_worker``)."""
+    On a CPU the batches run side by side, ``workers`` of them (default: one per torch thread),
+    each on one core (see ``_one_thread_per_worker``)."""
     from .models import num_outputs
 
     was_training = model.training
@@ -248,7 +264,7 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
             # .to and .cpu return the tensor itself when it is already there: no copy on CPU
             return model(ids.to(device), lens.to(device)).float().cpu().numpy()
 
-    workers = min(torch.get_num_threads(), len(batches)) if device.type == "cpu" else 1
+    workers = min(workers or torch.get_num_threads(), len(batches)) if device.type == "cpu" else 1
     try:
         with _one_thread_per_worker(workers) as pool:
             results = pool.map(run, batches) if pool is not None else map(run, batches)
@@ -261,8 +277,8 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
 
 
 def evaluate_loss(model: nn.Module, sequences, targets: np.ndarray, batch_size: int = 512,
-                  precision: str = "auto") -> tuple[float, float, np.ndarray]:
-    logits = predict_logits(model, sequences, batch_size, precision)
+                  precision: str = "auto", workers: int | None = None) -> tuple[float, float, np.ndarray]:
+    logits = predict_logits(model, sequences, batch_size, precision, workers)
     t = torch.from_numpy(targets)
     lg = torch.from_numpy(logits)
     loss = float(loss_fn(lg, t)) if len(targets) else float("nan")
@@ -271,11 +287,11 @@ def evaluate_loss(model: nn.Module, sequences, targets: np.ndarray, batch_size: 
 
 
 def _validate(model: nn.Module, val_x, val_y: np.ndarray, ctx: distributed.Context,
-              precision: str = "auto") -> tuple[float, float]:
+              precision: str = "auto", workers: int | None = None) -> tuple[float, float]:
     """Validation loss and accuracy; with several processes each scores every W-th text and the
     sums are all-reduced, so all processes get the same figures (and take the same decisions)."""
     if not ctx.is_distributed:
-        loss, acc, _ = evaluate_loss(model, val_x, val_y, precision=precision)
+        loss, acc, _ = evaluate_loss(model, val_x, val_y, precision=precision, workers=workers)
         return loss, acc
     idx = np.arange(ctx.rank, len(val_x), ctx.world_size)
     loss_sum = correct = 0.0
@@ -534,6 +550,7 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
     steps_per_epoch = math.ceil(math.ceil(len(train_x) / config.batch_size) / ctx.world_size)
     optimizer = make_optimizer(model, config)
     dtype = compute_dtype(device, config.precision)
+    workers = piece_workers(device, dtype, ctx)
     schedule = make_schedule(optimizer, config, steps_per_epoch * config.epochs)
     frozen = [p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad] if config.freeze_encoder_epochs else []
     has_val = val_x is not None and len(val_x) > 0
@@ -597,9 +614,20 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
             if error:
                 raise CheckpointError(error)
 
+    def piece_loss(ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, rows: slice, batch_rows: int):
+        """This piece's share of the batch's mean loss, and its logits (b, C)."""
+        with autocast(device, dtype):
+            logits = net(ids[rows], lens[rows]).float()  # (b, C), or (M, b, C) from an ensemble
+        if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
+            part = torch.stack([loss_fn(member, y[rows], weights) for member in logits]).mean()
+            logits = logits.mean(0)  # (b, C)
+        else:
+            part = loss_fn(logits, y[rows], weights)
+        return part * (len(logits) / batch_rows), logits
+
     start = time.perf_counter() - loop["elapsed"]
     history = loop["history"]
-    with _DeferredInterrupt(enabled=ckpt is not None) as interrupt:
+    with _DeferredInterrupt(enabled=ckpt is not None) as interrupt, _one_thread_per_worker(workers) as pool:
         epoch = loop["epoch"]
         while not loop["finished"] and epoch <= config.epochs:
             loop["epoch"] = epoch
@@ -632,21 +660,30 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                 y = targets_all[idx].to(device)
                 ids, lens = ids.to(device), lens.to(device)
                 optimizer.zero_grad(set_to_none=True)
-                pieces = micro_batches(len(idx), ids.size(1), config.micro_batch_tokens if device.type == "cpu" else None)
-                loss, parts = 0.0, []
-                for k, rows in enumerate(pieces):  # one piece, or several whose gradients add up to the batch's
-                    last = k == len(pieces) - 1
-                    with net.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():  # DDP: one all-reduce
-                        with autocast(device, dtype):
-                            logits = net(ids[rows], lens[rows]).float()  # (b, C), or (M, b, C) from an ensemble
-                        if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
-                            part = torch.stack([loss_fn(member, y[rows], weights) for member in logits]).mean()
-                            logits = logits.mean(0)  # (b, C)
-                        else:
-                            part = loss_fn(logits, y[rows], weights)
-                        part = part * (len(logits) / len(idx))  # the batch's mean loss, in parts
-                        part.backward()  # the weights change only at optimizer.step(), after the checks below
-                    loss, parts = loss + part.detach(), parts + [logits.detach()]
+                pieces = micro_batches(len(idx), ids.size(1), config.micro_batch_tokens if device.type == "cpu" else None,
+                                       workers)
+                if pool is None:
+                    loss, parts = 0.0, []
+                    for k, rows in enumerate(pieces):  # one piece, or several whose gradients add up to the batch's
+                        last = k == len(pieces) - 1
+                        with net.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():  # DDP: one all-reduce
+                            part, piece_logits = piece_loss(ids, lens, y, rows, len(idx))
+                            part.backward()  # the weights change only at optimizer.step(), after the checks below
+                        loss, parts = loss + part.detach(), parts + [piece_logits.detach()]
+                else:  # side by side, one core each; each piece's own dropout generator, seeded in order
+                    params = [p for p in model.parameters() if p.requires_grad]
+                    seeds = torch.randint(0, 2**62, (len(pieces),)).tolist()
+
+                    def run(rows: slice, seed: int):
+                        with models.dropout_generator(torch.Generator().manual_seed(seed)):
+                            part, piece_logits = piece_loss(ids, lens, y, rows, len(idx))
+                        return part.detach(), piece_logits.detach(), torch.autograd.grad(part, params, allow_unused=True)
+
+                    results = list(pool.map(run, pieces, seeds))
+                    for i, p in enumerate(params):  # summed in piece order: the same result every time
+                        grads = [r[2][i] for r in results if r[2][i] is not None]
+                        p.grad = functools.reduce(torch.add, grads) if grads else None
+                    loss, parts = sum(r[0] for r in results), [r[1] for r in results]
                 logits = torch.cat(parts)  # (B, C)
                 diverged, stopping = not torch.isfinite(loss), interrupt.requested
                 if ctx.is_distributed:  # every process stops at the same step, or none does
@@ -691,7 +728,7 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                    "learning_rate": optimizer.param_groups[0]["lr"]}
             if has_val:
                 row["val_loss"], row["val_accuracy"] = _validate(model, val_x, np.asarray(val_y, dtype=np.int64), ctx,
-                                                                           config.precision)
+                                                                           config.precision, workers)
             row["elapsed"] = time.perf_counter() - start
             history.append(row)
             if progress:
@@ -797,6 +834,8 @@ def _restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.
                                       "best", "best_epoch", "waited", "history")}
         if ctx.rank:  # the saved running sums are over all processes: rank 0 carries them on
             loop["totals"] = {**loop["totals"], "loss": 0.0, "correct": 0, "seen": 0, "tokens": 0}
+        if state.get("epoch_done") and not loop["finished"]:  # saved at an epoch's end: go on with the next
+            loop["epoch"] += 1
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
