@@ -1,11 +1,14 @@
 """Speed benchmark: textrnn against the course's Keras/TensorFlow pipeline, in one run, one machine.
 
-    python benchmarks/speed.py [--imdb PATH] [--peer-python /work/peer-venv/bin/python] [--epochs 3]
+    python benchmarks/speed.py [--imdb PATH] [--peer-python /work/peer-venv/bin/python] [--epochs 3] [--repeats 3]
 
 Each side runs in its own fresh process, one after the other (never at the same time: two
 processes sharing two cores measure the sharing, not the code), so peak memory is its own. Writes
 benchmarks/results/speed-<date>.json (every figure, machine, versions, configs, seeds, and a
-top-level ``ratios`` object) and speed-<date>.md (the table the README quotes).
+top-level ``ratios`` object) and speed-<date>.md (the table the README quotes). With ``--repeats N``
+everything runs N times (rounds); the top level then holds each figure's median over the rounds,
+``ratios`` the median of the per-round ratios, and ``rounds`` every round whole: this machine is
+shared, and one round's ratio can move by a quarter.
 
 The peer lives in its own environment (benchmarks/peer/requirements.txt; bash benchmarks/peer/setup.sh).
 """
@@ -210,8 +213,16 @@ def table(r: dict) -> str:
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     ratios = r.get("ratios")
     lines.append("")
+    rounds = r.get("ratios_per_round")
+    if rounds:
+        lines.insert(0, f"Medians over {len(rounds)} rounds (each round: both sides, one after the other); "
+                        "accuracies per epoch from the first round.\n")
     if ratios and any(v is not None for v in ratios.values()):
-        lines.append("Ratios textrnn(seed model)/peer: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None))
+        lines.append(("Median over the rounds of the ratios " if rounds else "Ratios ") + "textrnn(seed model)/peer: "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None))
+        if rounds:
+            lines.append("Per round: " + "; ".join(", ".join(f"{k} {v:.2f}x" for k, v in q.items() if v is not None)
+                                                   for q in rounds))
     else:
         lines.append("No peer in this run (--skip-peer, or no peer environment): no ratios.")
     return "\n".join(lines)
@@ -232,36 +243,12 @@ def peer_summary(p: dict) -> dict:
             "peak_rss_mb": p["peak_rss_mb"], "raw": p}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--imdb", default=os.environ.get("TEXTRNN_IMDB", str(REPO.parent / "shared" / "data" / "aclImdb_v1.tar.gz")))
-    ap.add_argument("--peer-python", default="/work/peer-venv/bin/python")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--target", type=float, default=0.88)
-    ap.add_argument("--skip-peer", action="store_true")
-    ap.add_argument("--out", default=str(HERE / "results"))
-    ap.add_argument("--side", choices=["prep", "train", "matmul"])
-    ap.add_argument("--side-out")
-    ap.add_argument("--cache")
-    ap.add_argument("--config")
-    ap.add_argument("--tag", default="", help="suffix for the results files: speed-<date>-<tag>.json (e.g. cuda)")
-    args = ap.parse_args(argv)
-    if args.side:
-        if args.side == "prep":
-            res = side_prep(args.imdb, args.cache)
-        elif args.side == "train":
-            res = side_train(args.imdb, args.cache, args.config, args.epochs, args.seed, args.target)
-        else:
-            res = side_matmul()
-        res["peak_rss_mb"] = _rss_mb()
-        Path(args.side_out).write_text(json.dumps(res, indent=2))
-        return 0
-
-    date = dt.date.today().isoformat()
-    stem = f"speed-{date}-{args.tag}" if args.tag else f"speed-{date}"
-    result = {"date": date, "environment": environment(), "seed": args.seed, "epochs": args.epochs,
-              "target_accuracy": args.target, "imdb": args.imdb}
+def one_round(args, partial: dict, stem: str) -> dict:
+    """Every figure once: textrnn's preparation (cold, warm), the matmul peak, the seed model and
+    the default, then the peer; each in its own fresh process, one after the other."""
+    result = {}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as cache:
         result["textrnn_prep_cold"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache])
         result["textrnn_prep_warm"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache])
@@ -276,9 +263,7 @@ def main(argv=None) -> int:
             if r["seconds_to_target"] is not None:
                 r["seconds_to_target_incl_cold_prep"] = r["seconds_to_target"] + result["textrnn_prep_cold"]["load_seconds"]
             result[name] = r
-            out_dir = Path(args.out)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / f"{stem}.partial.json").write_text(json.dumps(result, indent=2))  # kept if the peer fails
+            (out_dir / f"{stem}.partial.json").write_text(json.dumps({**partial, **result}, indent=2))  # kept if the peer fails
     result["peer"] = None
     if not args.skip_peer and Path(args.peer_python).exists():
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -301,6 +286,68 @@ def main(argv=None) -> int:
         "prep_seconds_warm": result["textrnn_prep_warm"]["prep_seconds"] / p["prep_seconds_warm"] if p else None,
         "default_train_tokens_per_s": result["textrnn_default"]["train_tokens_per_s"] / p["train_tokens_per_s"] if p else None,
     }
+    return result
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """One result shaped like a round: every number the median of that number over the rounds
+    (lists, e.g. the per-epoch accuracies, are the first round's)."""
+    import statistics
+
+    def merge(values: list):
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: merge([v.get(k) if isinstance(v, dict) else None for v in values]) for k in first}
+        if isinstance(first, (int, float)) and not isinstance(first, bool) and all(
+                isinstance(v, (int, float)) for v in values):
+            return statistics.median(values)
+        return first
+
+    return merge(rounds)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--imdb", default=os.environ.get("TEXTRNN_IMDB", str(REPO.parent / "shared" / "data" / "aclImdb_v1.tar.gz")))
+    ap.add_argument("--peer-python", default="/work/peer-venv/bin/python")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=float, default=0.88)
+    ap.add_argument("--skip-peer", action="store_true")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--side", choices=["prep", "train", "matmul"])
+    ap.add_argument("--side-out")
+    ap.add_argument("--cache")
+    ap.add_argument("--config")
+    ap.add_argument("--repeats", type=int, default=1, help="run everything this many times; report medians")
+    ap.add_argument("--tag", default="", help="suffix for the results files: speed-<date>-<tag>.json (e.g. cuda)")
+    args = ap.parse_args(argv)
+    if args.side:
+        if args.side == "prep":
+            res = side_prep(args.imdb, args.cache)
+        elif args.side == "train":
+            res = side_train(args.imdb, args.cache, args.config, args.epochs, args.seed, args.target)
+        else:
+            res = side_matmul()
+        res["peak_rss_mb"] = _rss_mb()
+        Path(args.side_out).write_text(json.dumps(res, indent=2))
+        return 0
+
+    date = dt.date.today().isoformat()
+    stem = f"speed-{date}-{args.tag}" if args.tag else f"speed-{date}"
+    result = {"date": date, "environment": environment(), "seed": args.seed, "epochs": args.epochs,
+              "target_accuracy": args.target, "imdb": args.imdb, "repeats": args.repeats}
+    rounds = []
+    for k in range(args.repeats):
+        if args.repeats > 1:
+            print(f"--- round {k + 1} of {args.repeats}", flush=True)
+        rounds.append(one_round(args, {**result, "rounds": rounds}, stem))
+    if args.repeats == 1:
+        result.update(rounds[0])
+    else:  # each figure the median over the rounds; the rounds themselves kept whole
+        result.update(median_round(rounds))
+        result["rounds"] = rounds
+        result["ratios_per_round"] = [r["ratios"] for r in rounds]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
