@@ -106,7 +106,8 @@ def piece_workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Con
     torch thread. Measured on 2 cores (seed model, 64 x 180 tokens, pieces of 32): bfloat16 879k
     tokens/s side by side vs 720k one after the other on both cores; float32 the other way round
     (457k vs 585k: oneDNN's one-thread float32 recurrent kernel is slow), so float32 stays as it
-    was. Not under DDP, whose processes already share out the cores and whose gradient hooks need
+    was. On IMDB's mixed lengths the gain is smaller (short batches gain nothing from pieces).
+    Not under DDP, whose processes already share out the cores and whose gradient hooks need
     backward()."""
     if device.type != "cpu" or dtype != torch.bfloat16 or ctx.is_distributed:
         return 1
@@ -202,10 +203,12 @@ def cpu_has_native_bf16() -> bool:
 
 def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The dtype of the forward pass for ``TrainConfig.precision``. "auto" takes bfloat16 only on
-    a CPU with native bfloat16: there oneDNN's recurrent kernels run 1.2-1.6x faster (measured:
-    the seed model trains at 1.2-1.5x the tokens/s and predicts at 1.4-1.6x the reviews/s), and
-    validation accuracy is unchanged (benchmarks/results/precision-*.json). On CUDA "auto" stays
-    float32: these small models are launch-bound there."""
+    a CPU with native bfloat16. Measured on IMDB on this project's 2-core Zen 4
+    (benchmarks/results/precision-2026-11-27.json), bfloat16 against float32: training tokens/s
+    1.28x (seed model), 1.52x (default), 2.21x (imdb_fast), validation accuracy the same or a little
+    higher (0.7844/0.7796, 0.8860/0.8848, 0.9144/0.9120); the seed model predicts about 1.4x the
+    reviews/s. On CUDA "auto" stays float32: these small models are launch-bound there, and
+    bfloat16 there is untested."""
     if precision == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     if precision not in ("float32", "bfloat16"):
@@ -728,8 +731,8 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                    "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9),
                    "learning_rate": optimizer.param_groups[0]["lr"]}
             if has_val:
-                row["val_loss"], row["val_accuracy"] = _validate(model, val_x, np.asarray(val_y, dtype=np.int64), ctx,
-                                                                           config.precision, workers)
+                row["val_loss"], row["val_accuracy"] = _validate(
+                    model, val_x, np.asarray(val_y, dtype=np.int64), ctx, config.precision, workers)
             row["elapsed"] = time.perf_counter() - start
             history.append(row)
             if progress:
