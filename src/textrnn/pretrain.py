@@ -50,7 +50,8 @@ from .config import Config, ModelConfig, TrainConfig, check_pretrainable
 from .errors import ArtifactError, ConfigError, DataError, TextRNNError
 from .models import _CELLS, RNNClassifier, SpatialDropout
 from .text import PAD_ID, TokenizedCorpus, Tokenizer, Vocabulary, progress, tokenize_cached
-from .training import ENCODER, make_optimizer, make_schedule, resolve_device, seed_everything, set_threads
+from .training import (ENCODER, compute_dtype, make_optimizer, make_schedule, resolve_device, seed_everything,
+                       set_threads)
 
 log = logging.getLogger("textrnn")
 
@@ -97,13 +98,18 @@ class LanguageModel(nn.Module):
             out, *h = _RUN[self.config.cell](x, state, weights, True, 1, 0.0, self.training, False, True)
         return out, (tuple(h) if self.config.cell == "lstm" else h[0])  # (B, T, H)
 
-    def loss(self, direction: int, ids: torch.Tensor, targets: torch.Tensor, state=None, bf16: bool = False):
+    def loss(self, direction: int, ids: torch.Tensor, targets: torch.Tensor, state=None, bf16: bool = False,
+             bf16_all: bool = False):
         """Mean negative log-likelihood of ``targets`` (B, T), each the token after its input in
-        ``ids`` (B, T) in this direction's reading order; and the state to carry on."""
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
-        out, state = self.run(direction, x, state)  # (B, T, H)
-        out = self.dropout(out).reshape(-1, out.size(-1))  # (B*T, H)
-        # bfloat16 for the softmax only (cuDNN RNNs take bfloat16 only lately): 1.14x at hidden 1024 on an H100
+        ``ids`` (B, T) in this direction's reading order; and the state to carry on. ``bf16``:
+        bfloat16 autocast of the softmax (CUDA); ``bf16_all``: of the embedding and the recurrent
+        layer (a CPU with native bfloat16, train.precision "auto"), the softmax staying float32."""
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16_all):
+            x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+            out, state = self.run(direction, x, state)  # (B, T, H)
+        out = self.dropout(out.float()).reshape(-1, out.size(-1))  # (B*T, H)
+        # bfloat16 for the softmax only (cuDNN RNNs take bfloat16 only lately): 1.14x at hidden 1024 on an H100.
+        # Not under CPU autocast: AdaptiveLogSoftmaxWithLoss then mixes float32 and bfloat16 and fails.
         with torch.autocast(out.device.type, dtype=torch.bfloat16, enabled=bf16):
             nll = self.softmax[direction](out, targets.reshape(-1)).loss
         return nll.float(), state
@@ -159,7 +165,8 @@ def token_stream(documents: list[np.ndarray], seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: bool = False) -> float:
+def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: bool = False,
+             bf16_all: bool = False) -> float:
     """Mean negative log-likelihood per token over ``stream``, both directions, states carried."""
     lm.eval()
     rows = max(1, min(rows, len(stream) // (bptt + 1)))
@@ -168,7 +175,7 @@ def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: 
     for d, reading in enumerate(readings(data, lm.directions)):
         state = None
         for x, y in chunks(reading, bptt):
-            nll, state = lm.loss(d, x, y, state, bf16)
+            nll, state = lm.loss(d, x, y, state, bf16, bf16_all)
             total, count = total + float(nll) * y.numel(), count + y.numel()
     return total / count if count else float("nan")
 
@@ -196,6 +203,7 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
     started = time.perf_counter()
     done = 0  # steps taken, or (with a time budget) the share of the cycle that the clock has used, in steps
     bf16 = m.pretrain_bf16 and device.type == "cuda"
+    bf16_all = device.type == "cpu" and compute_dtype(device, t.precision) == torch.bfloat16  # train.precision, as fit
     log.info("pretrain: %d training tokens in %d streams of %d, %d validation tokens, %d steps an epoch on %s",
              data.numel(), rows, data.size(1), len(val), steps, device)
     history = []
@@ -209,7 +217,7 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
         for step, pair in enumerate(pairs, 1):
             loss = 0.0
             for d, (x, y) in enumerate(pair):
-                nll, states[d] = lm.loss(d, x, y, states[d], bf16)
+                nll, states[d] = lm.loss(d, x, y, states[d], bf16, bf16_all)
                 states[d] = _detach(states[d])  # carry the state, not the graph
                 loss = loss + nll / lm.directions
             optimizer.zero_grad(set_to_none=True)
@@ -236,7 +244,7 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
                 log.info("pretrain: model.pretrain_max_seconds=%s reached at epoch %d, step %d/%d", budget, epoch, step, steps)
                 break
         loss_mean, seconds = float(total) / count, time.perf_counter() - t0
-        val_loss = evaluate(lm, val, rows, m.pretrain_bptt, bf16)
+        val_loss = evaluate(lm, val, rows, m.pretrain_bptt, bf16, bf16_all)
         row = {"epoch": epoch, "loss": loss_mean, "perplexity": math.exp(loss_mean), "val_loss": val_loss,
                "val_perplexity": math.exp(val_loss), "seconds": seconds, "tokens": count, "tokens_per_s": count / max(seconds, 1e-9)}
         history.append(row)
@@ -256,7 +264,7 @@ def pretrain_settings(config: Config, tokenizer: Tokenizer) -> dict:
                                                                   "bidirectional")},
             "dropout": m.dropout if m.num_layers > 1 else None,  # only between recurrent layers
             **{k: v for k, v in vars(m).items() if k.startswith("pretrain_") and k != "pretrain_data"},
-            "seed": config.train.seed}
+            "seed": config.train.seed, "precision": config.train.precision}
 
 
 def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.PathLike, progress: bool = True,
