@@ -129,3 +129,24 @@ def test_a_run_with_pieces_side_by_side_resumes_bit_for_bit(monkeypatch, tmp_pat
     monkeypatch.setattr(training, "collate", real)
     resumed = _fit(**settings, fit={"checkpoint_dir": tmp_path, "resume": True})
     _same(whole, resumed, atol=0, rtol=0)
+
+
+def test_predictions_from_several_threads_at_once_restore_the_thread_count(pair):
+    """A server predicts for several requests at once: each pool pins torch to one thread, and
+    the thread count comes back when the last one closes, whatever the order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts, _, f32, _ = pair
+    seqs = f32.encode(texts * 4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = predict_logits(f32.model_, seqs, batch_size=8, precision="float32")
+        with ThreadPoolExecutor(4) as requests:
+            got = list(requests.map(lambda _: predict_logits(f32.model_, seqs, batch_size=8, precision="float32",
+                                                             workers=2), range(8)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    for g in got:
+        np.testing.assert_allclose(g, expected, atol=1e-5)

@@ -224,25 +224,36 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype)
 
 
+_pinned_lock = threading.Lock()
+_pinned = {"holders": 0, "threads": 1}  # pools open now, and the thread count to restore after the last
+
+
 @contextlib.contextmanager
 def _one_thread_per_worker(workers: int):
     """A pool of ``workers`` threads, each running its batches on one core (torch's intra-op threads
     set to 1, restored after; ``None`` for one worker). On 2 cores two batches of 64 side by side
     predict 1.5-2x the reviews/s of one batch at a time on both cores: a 64-row recurrent step is
     too small to share out. Held for a whole fit (see piece_workers): changing the thread count
-    every step would rebuild oneDNN's kernels (measured: it loses the gain)."""
+    every step would rebuild oneDNN's kernels (measured: it loses the gain). Pools opened at once
+    from several threads (a server's requests) share the setting: the last to close restores it."""
     if workers <= 1:
         yield None
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _pinned_lock:
+        if _pinned["holders"] == 0:
+            _pinned["threads"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _pinned["holders"] += 1
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="textrnn-worker") as pool:
             yield pool
     finally:
-        torch.set_num_threads(threads)
+        with _pinned_lock:
+            _pinned["holders"] -= 1
+            if _pinned["holders"] == 0:
+                torch.set_num_threads(_pinned["threads"])
 
 
 def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 512,
