@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fastrnn
 from .config import ModelConfig
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -101,6 +102,11 @@ class RNNClassifier(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
 
+    def train(self, mode: bool = True) -> RNNClassifier:
+        if mode:  # weights are about to change, maybe by a fused optimizer that bumps no version counter
+            self.__dict__.pop("_fast_rnn_cache", None)
+        return super().train(mode)
+
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
@@ -151,8 +157,11 @@ class RNNClassifier(nn.Module):
         return out, torch.cat(last, dim=1)  # (B, T, dirs*H), (B, dirs*H)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out, last = self.encode(ids, lengths)
-        pooled = masked_pool(out, lengths.clamp(min=1), self.config.poolings, last)  # (B, P)
+        if fastrnn.applies(self, ids):  # CPU inference, LSTM or GRU, a batch of texts
+            pooled = fastrnn.pooled(self, ids, lengths)
+        else:
+            out, last = self.encode(ids, lengths)
+            pooled = masked_pool(out, lengths.clamp(min=1), self.config.poolings, last)  # (B, P)
         return self.head(self.dropout(pooled))  # (B, C)
 
 

@@ -1,0 +1,253 @@
+"""A faster CPU inference path for LSTM and GRU classifiers.
+
+PyTorch's recurrent layer multiplies every input vector by the input weights, ``W_ih x``: two
+thirds of the arithmetic of an LSTM of 64 units over 128-dimensional embeddings. At inference the
+embedding is fixed, so ``W_ih e_w + b_ih`` can be computed once per *word* of the vocabulary (a
+table, milliseconds to build) and looked up per token. What is left per time step is the
+recurrent product ``h W_hh^T`` (``torch.addmm``, oneDNN, in bfloat16 where the CPU has it) and
+the gates, fused in one pass by a small C kernel (``kernels/rnn.c``) that also keeps the running
+max and sum for max/mean pooling, so the (B, T, H) outputs of the last layer are never written.
+
+Rows are sorted longest first, so the texts still running at step t are a prefix of the batch and
+each step computes only those: no padding is computed and none reaches a prediction.
+
+The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``; under a
+second) into the cache's ``kernels/`` folder, and checked against PyTorch once per process. Without
+a compiler, or with ``TEXTRNN_FAST_RNN=0``, models run PyTorch's own path; results agree to
+rounding (float32: ~1e-6; bfloat16: as bfloat16 autocast does).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("textrnn")
+
+ENV = "TEXTRNN_FAST_RNN"
+MIN_ROWS = 16          # below this the per-step Python loop costs more than it saves
+GEMM_ROWS = 32         # the recurrent product's row count is rounded up to a multiple of this
+MAX_HIDDEN = 1024      # the kernel's per-row scratch
+MAX_TABLE_BYTES = 512 * 2**20  # a larger vocabulary projects its embeddings per batch instead
+_SOURCE = Path(__file__).with_name("kernels") / "rnn.c"
+_lock = threading.RLock()  # reentrant: the self-check builds weights while holding it
+_lib: ctypes.CDLL | None | bool = False  # False: not tried yet
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        flags = next((line for line in info.splitlines() if line.startswith(("flags", "Features"))), "")
+        model = next((line for line in info.splitlines() if line.startswith("model name")), "")
+        return model + flags
+    except OSError:
+        return platform.processor()
+
+
+def _compile(cc: str, target: Path) -> None:
+    source = _SOURCE.read_text()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        for arch in (["-march=native"], []):  # some compilers (clang on arm64) lack -march=native
+            cmd = [cc, "-O3", *arch, "-fPIC", "-shared", "-x", "c", "-", "-o", tmp]
+            done = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=120)
+            if done.returncode == 0:
+                os.replace(tmp, target)  # atomic: a concurrent process sees all of it or nothing
+                return
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get(ENV, "1").lower() in ("0", "false", "no", "off"):
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        log.debug("fast RNN kernel: no C compiler; using PyTorch's recurrent layers")
+        return None
+    from .datasets import cache_dir
+
+    key = hashlib.sha256("\0".join([_SOURCE.read_text(), cc, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+    path = cache_dir() / "kernels" / f"rnn-{key}.so"
+    try:
+        if not path.exists():
+            _compile(cc, path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        log.debug("fast RNN kernel unavailable (%s); using PyTorch's recurrent layers", e)
+        return None
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    for fn in (lib.rnn_step_f32, lib.rnn_step_bf16):
+        fn.restype = None
+        fn.argtypes = [ctypes.c_int, i64, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, i64, p, p]
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where it cannot be built (or fails its check against PyTorch)."""
+    global _lib
+    if _lib is False:
+        with _lock:
+            if _lib is False:
+                lib = _load()
+                _lib = lib  # set first: the self-check below runs this module's own path
+                if lib is not None and not _self_check():
+                    log.warning("fast RNN kernel disagrees with PyTorch on this machine; not using it")
+                    _lib = None
+    return _lib  # type: ignore[return-value]
+
+
+def _self_check() -> bool:
+    from .config import ModelConfig
+    from .models import RNNClassifier
+
+    ok = True
+    # the caller's random stream stays untouched, and its autocast (if any) is off for the check
+    with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False):
+        torch.manual_seed(0)
+        ids = torch.randint(1, 50, (16, 9))
+        lengths = torch.randint(1, 10, (16,))
+        for cell in ("lstm", "gru"):
+            cfg = ModelConfig(cell=cell, embedding_dim=8, hidden_size=6, num_layers=2, pooling="last+max+mean")
+            model = RNNClassifier(cfg, 50, 3).eval()
+            with torch.inference_mode():
+                ref = model.head(_reference_pool(model, ids, lengths))
+                fast = model.head(pooled(model, ids, lengths, torch.float32))
+                ok &= bool(torch.allclose(ref, fast, atol=1e-4))
+    return ok
+
+
+def _reference_pool(model, ids, lengths):
+    from .models import masked_pool
+
+    out, last = model.encode(ids, lengths)
+    return masked_pool(out, lengths.clamp(min=1), model.config.poolings, last)
+
+
+def kernel_dtype() -> torch.dtype:
+    """bfloat16 inside CPU bfloat16 autocast (as training.autocast sets it), else float32."""
+    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        return torch.bfloat16
+    return torch.float32
+
+
+def supports(model) -> bool:
+    """Whether ``model`` is a recurrent classifier this kernel runs (LSTM or GRU, float32 weights)."""
+    c = getattr(model, "config", None)
+    return (hasattr(model, "rnn") and c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN
+            and model.embedding.weight.dtype == torch.float32 and library() is not None)
+
+
+def applies(model, ids: torch.Tensor) -> bool:
+    """Whether this call (CPU inference on a batch of at least MIN_ROWS texts) takes this path."""
+    return (not model.training and not torch.is_grad_enabled() and ids.device.type == "cpu"
+            and ids.dim() == 2 and ids.shape[0] >= MIN_ROWS
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
+            and supports(model))
+
+
+def _version(p: torch.Tensor) -> int:
+    try:
+        return p._version
+    except RuntimeError:  # an inference tensor (made under inference_mode) has no version counter
+        return -1
+
+
+def _weights(model, dtype: torch.dtype) -> dict:
+    """Per model and dtype, rebuilt when any weight changes: the recurrent weights transposed, and
+    for the first layer each word's input gates (when the table is small enough)."""
+    c = model.config
+    params = [model.embedding.weight, *model.rnn.parameters()]
+    key = (dtype, tuple((p.data_ptr(), _version(p)) for p in params))
+    cached = getattr(model, "_fast_rnn_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with _lock, torch.no_grad():
+        cached = getattr(model, "_fast_rnn_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dirs = 2 if c.bidirectional else 1
+        w = {"w_hh": [], "b_hh": [], "table": []}
+        gates = (4 if c.cell == "lstm" else 3) * c.hidden_size
+        small = model.embedding.num_embeddings * gates * dirs * dtype.itemsize <= MAX_TABLE_BYTES
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.rnn.all_weights):
+            w["w_hh"].append(w_hh.t().to(dtype).contiguous())
+            w["b_hh"].append(b_hh.to(dtype))
+            if k < dirs and small:  # (V, G): every word's input gates
+                w["table"].append(torch.addmm(b_ih.to(dtype), model.embedding.weight.to(dtype), w_ih.t().to(dtype)))
+        model._fast_rnn_cache = (key, w)
+        return w
+
+
+def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """What ``masked_pool(*model.encode(ids, lengths))`` computes, (B, P) float32, by the kernel."""
+    lib = library()
+    c = model.config
+    dtype = dtype or kernel_dtype()
+    step = lib.rnn_step_bf16 if dtype == torch.bfloat16 else lib.rnn_step_f32
+    B, T = ids.shape
+    H, dirs, L = c.hidden_size, 2 if c.bidirectional else 1, c.num_layers
+    lengths = lengths.clamp(min=1, max=T).to(torch.int64)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    ids, lengths = ids[order].contiguous().to(torch.int64), lengths[order].contiguous()
+    lens = lengths.numpy()
+    steps = int(lens[0])
+    running = B - np.cumsum(np.bincount(lens, minlength=steps + 1))[:steps]  # rows with length > t
+    # oneDNN builds a kernel per matrix shape: rounding the row count keeps the shapes few
+    gemm_rows = np.minimum(-(-running // GEMM_ROWS) * GEMM_ROWS, B)
+    w = _weights(model, dtype)
+    cell = 0 if c.cell == "lstm" else 1
+    positions = torch.arange(B * T, dtype=torch.int64).view(B, T)
+    x = None  # the previous layer's outputs (B, T, dirs*H)
+    parts: dict[str, list[torch.Tensor]] = {"last": [], "max": [], "mean": []}
+    for layer in range(L):
+        top = layer == L - 1
+        out = None if top else torch.zeros(B, T, dirs * H)
+        for d in range(dirs):
+            k = layer * dirs + d
+            w_ih, b_ih = model.rnn.all_weights[k][0], model.rnn.all_weights[k][2]
+            if layer == 0 and w["table"]:
+                table, rows = w["table"][d], ids
+            else:  # project every position of the batch
+                inp = model.embedding.weight[ids] if layer == 0 else x
+                table = torch.addmm(b_ih.to(dtype), inp.reshape(B * T, -1).to(dtype), w_ih.t().to(dtype))
+                rows = positions
+            h = torch.zeros(B, H, dtype=dtype)
+            cstate = torch.zeros(B, H) if cell == 0 else h
+            hh = torch.empty(B, w["w_hh"][k].shape[1], dtype=dtype)
+            pmax = torch.full((B, H), float("-inf")) if top and "max" in c.poolings else None
+            psum = torch.zeros(B, H) if top and "mean" in c.poolings else None
+            ptr = lambda a: a.data_ptr() if a is not None else None  # noqa: E731
+            args = (ptr(lengths), ptr(table), ptr(rows), ptr(hh), ptr(h), ptr(cstate),
+                    out.data_ptr() + 4 * d * H if out is not None else None, dirs * H, ptr(pmax), ptr(psum))
+            w_hh, b_hh = w["w_hh"][k], w["b_hh"][k]
+            for t in range(steps):
+                n = int(running[t])
+                m = int(gemm_rows[t])  # rows past their end get a product no one reads
+                torch.addmm(b_hh, h[:m], w_hh, out=hh[:m])
+                step(cell, n, H, T, t, d, *args)
+            if top:
+                parts["last"].append(h.float())
+            if pmax is not None:
+                parts["max"].append(pmax)
+            if psum is not None:
+                parts["mean"].append(psum / lengths.unsqueeze(1))
+        x = out
+    result = torch.cat([torch.cat(parts[p], dim=1) for p in c.poolings], dim=1)
+    return torch.empty_like(result).index_copy_(0, order, result)  # back to the caller's order

@@ -1,0 +1,88 @@
+/* textrnn's inference kernel for LSTM and GRU layers: one time step's gates and state update,
+   fused in one pass (see fastrnn.py). Plain C, no headers beyond libc: it compiles in well under
+   a second with -O3 -march=native, and gcc vectorizes every inner loop (no -ffast-math: exp is
+   written out below so that it vectorizes without changing the process's floating-point mode).
+
+   The caller runs, for t = 0, 1, ...:  hh[:n] = h[:n] @ W_hh^T + b_hh  (torch.addmm, oneDNN),
+   then rnn_step_*, over the n rows still running: rows come sorted by length, longest first. */
+#include <stdint.h>
+
+typedef union { uint32_t u; float f; } bits32;
+
+static inline float from_bf16(uint16_t v) { bits32 b = {.u = (uint32_t)v << 16}; return b.f; }
+static inline uint16_t to_bf16(float f) {  /* round to nearest even (values here are finite) */
+    bits32 b = {.f = f};
+    return (uint16_t)((b.u + 0x7FFFu + ((b.u >> 16) & 1u)) >> 16);
+}
+static inline float exp_(float x) {  /* Cephes expf: relative error ~1e-7 */
+    x = x > 88.0f ? 88.0f : x;
+    x = x < -87.0f ? -87.0f : x;
+    float fn = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  /* round to nearest */
+    float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float y = 1.9875691500E-4f;
+    y = y * r + 1.3981999507E-3f;
+    y = y * r + 8.3334519073E-3f;
+    y = y * r + 4.1665795894E-2f;
+    y = y * r + 1.6666665459E-1f;
+    y = y * r + 5.0000001201E-1f;
+    y = y * r * r + r + 1.0f;
+    bits32 s = {.u = (uint32_t)((int32_t)fn + 127) << 23};
+    return y * s.f;
+}
+static inline float sigmoid_(float x) { return 1.0f / (1.0f + exp_(-x)); }
+static inline float tanh_(float x) { return 2.0f / (1.0f + exp_(-2.0f * x)) - 1.0f; }
+
+/* cell: 0 LSTM (gates i, f, g, o), 1 GRU (r, z, n), as PyTorch orders them.
+   table (N, G): x W_ih^T + b_ih for each input row; rows (B, T): the table row of each position;
+   hh (n, G), h (B, H): in the kernel's dtype; c (B, H) float32 (LSTM only);
+   out (nullable): float32, position (b, p) at out + (b*T + p) * ostride;
+   pmax, psum (nullable, (B, H) float32): running max and sum of the outputs (max/mean pooling). */
+#define RNN_STEP(NAME, DT, LOAD, STORE)                                                              \
+void NAME(int cell, int64_t n, int64_t H, int64_t T, int64_t t, int reverse,                         \
+          const int64_t *lengths, const DT *table, const int64_t *rows, const DT *hh, DT *h,       \
+          float *c, float *out, int64_t ostride, float *pmax, float *psum) {                         \
+    const int64_t G = cell == 0 ? 4 * H : 3 * H;                                                     \
+    for (int64_t b = 0; b < n; b++) {                                                                \
+        const int64_t p = reverse ? lengths[b] - 1 - t : t;                                          \
+        const DT *restrict x = table + rows[b * T + p] * G;                                          \
+        const DT *restrict g = hh + b * G;                                                           \
+        DT *restrict hb = h + b * H;                                                                 \
+        float hn[1024];                                                                              \
+        if (cell == 0) {                                                                             \
+            float *restrict cb = c + b * H;                                                          \
+            for (int64_t j = 0; j < H; j++) {                                                        \
+                float i = sigmoid_(LOAD(x[j]) + LOAD(g[j]));                                         \
+                float f = sigmoid_(LOAD(x[H + j]) + LOAD(g[H + j]));                                 \
+                float u = tanh_(LOAD(x[2 * H + j]) + LOAD(g[2 * H + j]));                            \
+                float o = sigmoid_(LOAD(x[3 * H + j]) + LOAD(g[3 * H + j]));                         \
+                float cn = f * cb[j] + i * u;                                                        \
+                cb[j] = cn;                                                                          \
+                hn[j] = o * tanh_(cn);                                                               \
+            }                                                                                        \
+        } else {                                                                                     \
+            for (int64_t j = 0; j < H; j++) {                                                        \
+                float r = sigmoid_(LOAD(x[j]) + LOAD(g[j]));                                         \
+                float z = sigmoid_(LOAD(x[H + j]) + LOAD(g[H + j]));                                 \
+                float u = tanh_(LOAD(x[2 * H + j]) + r * LOAD(g[2 * H + j]));                        \
+                hn[j] = (1.0f - z) * u + z * LOAD(hb[j]);                                            \
+            }                                                                                        \
+        }                                                                                            \
+        for (int64_t j = 0; j < H; j++) hb[j] = STORE(hn[j]);                                        \
+        if (out) {                                                                                   \
+            float *restrict ob = out + (b * T + p) * ostride;                                        \
+            for (int64_t j = 0; j < H; j++) ob[j] = hn[j];                                           \
+        }                                                                                            \
+        if (pmax) {                                                                                  \
+            float *restrict mb = pmax + b * H;                                                       \
+            for (int64_t j = 0; j < H; j++) mb[j] = hn[j] > mb[j] ? hn[j] : mb[j];                   \
+        }                                                                                            \
+        if (psum) {                                                                                  \
+            float *restrict sb = psum + b * H;                                                       \
+            for (int64_t j = 0; j < H; j++) sb[j] += hn[j];                                          \
+        }                                                                                            \
+    }                                                                                                \
+}
+
+#define IDENTITY(v) (v)
+RNN_STEP(rnn_step_f32, float, IDENTITY, IDENTITY)
+RNN_STEP(rnn_step_bf16, uint16_t, from_bf16, to_bf16)

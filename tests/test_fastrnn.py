@@ -1,0 +1,176 @@
+"""The C inference kernel (textrnn.fastrnn) against PyTorch's recurrent layers."""
+
+import numpy as np
+import pytest
+import torch
+
+from textrnn import fastrnn
+from textrnn.config import ModelConfig
+from textrnn.models import RNNClassifier, build_model, masked_pool
+from textrnn.training import autocast, predict_logits
+
+pytestmark = pytest.mark.skipif(fastrnn.library() is None, reason="no C compiler: the kernel is not built")
+
+
+def reference(model, ids, lengths):
+    """PyTorch's own path, whatever the kernel's conditions say."""
+    out, last = model.encode(ids, lengths)
+    return model.head(masked_pool(out, lengths.clamp(min=1), model.config.poolings, last))
+
+
+def batch(B=40, T=23, vocab=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, T + 1, (B,), generator=g)
+    lengths[0] = T  # one text fills the batch
+    lengths[1] = 0  # an empty text is one <pad>, as in PyTorch's path
+    ids = torch.randint(1, vocab, (B, T), generator=g)
+    ids[torch.arange(T)[None, :] >= lengths[:, None]] = 0  # post-padded
+    return ids, lengths
+
+
+def model_for(seed=0, vocab=60, **kw):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embedding_dim=12, hidden_size=10, **kw)
+    return RNNClassifier(cfg, vocab, 3).eval()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "last+max+mean", "mean+last"])
+def test_the_kernel_computes_what_pytorch_computes(cell, bidirectional, num_layers, pooling):
+    model = model_for(cell=cell, bidirectional=bidirectional, num_layers=num_layers, pooling=pooling)
+    ids, lengths = batch()
+    with torch.inference_mode():
+        assert fastrnn.applies(model, ids)
+        fast, ref = model(ids, lengths), reference(model, ids, lengths)
+    assert fast.shape == ref.shape == (len(ids), 3)
+    torch.testing.assert_close(fast, ref, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bfloat16_agrees_to_bfloat16_rounding(cell):
+    model = model_for(cell=cell, num_layers=2)
+    ids, lengths = batch()
+    with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
+        assert fastrnn.kernel_dtype() == torch.bfloat16
+        fast, ref = model(ids, lengths).float(), reference(model, ids, lengths).float()
+    assert (fast - ref).abs().max() < 0.05
+    with torch.inference_mode():
+        exact = reference(model, ids, lengths)
+    assert (fast - exact).abs().max() < 0.05
+
+
+def test_padding_and_batch_order_never_change_a_text_s_result():
+    model = model_for()
+    ids, lengths = batch()
+    garbage = ids.clone()
+    # anything past each length (an empty text is read as the one <pad> at its start)
+    garbage[torch.arange(ids.shape[1])[None, :] >= lengths.clamp(min=1)[:, None]] = 7
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        a = model(ids, lengths)
+        b = model(garbage, lengths)
+        c = model(ids[perm], lengths[perm])
+        wider = model(torch.cat([ids, torch.zeros(len(ids), 5, dtype=ids.dtype)], 1), lengths)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a[perm], c)
+    torch.testing.assert_close(a, wider)
+
+
+def test_a_vocabulary_too_large_for_the_table_projects_per_batch(monkeypatch):
+    model = model_for(bidirectional=True)
+    ids, lengths = batch()
+    with torch.inference_mode():
+        with_table = model(ids, lengths)
+        monkeypatch.setattr(fastrnn, "MAX_TABLE_BYTES", 0)
+        model.train().eval()  # drop the cached table
+        without = model(ids, lengths)
+        assert not model._fast_rnn_cache[1]["table"]
+    torch.testing.assert_close(with_table, without, atol=2e-6, rtol=1e-5)
+
+
+def test_weights_changed_by_a_fused_optimizer_are_seen():
+    """Fused Adam bumps no version counter: model.train() drops the cached table."""
+    model = model_for()
+    ids, lengths = batch()
+    with torch.inference_mode():
+        before = model(ids, lengths)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    model.train()
+    model(ids, lengths).sum().backward()
+    opt.step()
+    model.eval()
+    with torch.inference_mode():
+        after, ref = model(ids, lengths), reference(model, ids, lengths)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref, atol=2e-6, rtol=1e-5)
+    with torch.no_grad():  # an in-place edit in eval mode bumps the version: seen too
+        model.rnn.weight_hh_l0.mul_(0.5)
+        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+
+
+def test_training_small_batches_and_gradients_take_pytorch_s_path():
+    model = model_for()
+    ids, lengths = batch()
+    with torch.inference_mode():
+        assert fastrnn.applies(model, ids)
+        assert not fastrnn.applies(model, ids[: fastrnn.MIN_ROWS - 1])
+    assert not fastrnn.applies(model, ids)  # gradients on
+    model.train()
+    with torch.inference_mode():
+        assert not fastrnn.applies(model, ids)
+    mlp = build_model(ModelConfig(arch="mlp"), 60, 2)
+    assert not fastrnn.supports(mlp)
+    assert not fastrnn.supports(model_for(cell="rnn"))
+
+
+def test_an_ensemble_predicts_through_the_kernel_too():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(cell="lstm+gru", embedding_dim=8, hidden_size=6), 60, 2).eval()
+    ids, lengths = batch()
+    seqs = [ids[i, : max(int(lengths[i]), 0)].numpy() for i in range(len(ids))]
+    fast = predict_logits(model, seqs, precision="float32")
+    with torch.inference_mode():
+        ref = torch.stack([reference(m, ids, lengths) for m in model.members]).mean(0).numpy()
+    np.testing.assert_allclose(fast, ref, atol=2e-6, rtol=1e-5)
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """The module as a new process finds it: nothing loaded yet."""
+    monkeypatch.setattr(fastrnn, "_lib", False)
+
+
+def test_switched_off_by_the_environment(fresh, monkeypatch):
+    monkeypatch.setenv(fastrnn.ENV, "0")
+    assert fastrnn.library() is None
+    model = model_for()
+    ids, lengths = batch()
+    with torch.inference_mode():
+        assert not fastrnn.applies(model, ids)
+        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths))
+
+
+def test_without_a_compiler_pytorch_s_path_runs(fresh, monkeypatch, tmp_path):
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path))  # nothing compiled there yet
+    monkeypatch.setattr(fastrnn.shutil, "which", lambda name: None)
+    assert fastrnn.library() is None
+    assert not (tmp_path / "kernels").exists() or not any((tmp_path / "kernels").iterdir())
+
+
+def test_a_broken_compiler_is_reported_and_nothing_half_written_is_left(fresh, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "false")  # exits 1
+    monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path))
+    assert fastrnn.library() is None
+    assert list((tmp_path / "kernels").iterdir()) == []
+
+
+def test_building_the_kernel_leaves_the_random_stream_alone(fresh, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path))
+    state = torch.random.get_rng_state()
+    with autocast(torch.device("cpu"), torch.bfloat16):  # and the check runs in float32 regardless
+        assert fastrnn.library() is not None
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert len(list((tmp_path / "kernels").glob("rnn-*.so"))) == 1
