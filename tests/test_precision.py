@@ -1,5 +1,7 @@
 """train.precision (float32, bfloat16, auto) and CPU prediction with one batch per core."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +152,40 @@ def test_predictions_from_several_threads_at_once_restore_the_thread_count(pair)
         torch.set_num_threads(threads)
     for g in got:
         np.testing.assert_allclose(g, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW])
+def test_the_optimizer_step_split_across_workers_is_the_same_step(cls):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from textrnn.training import _step_in_parts
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Embedding(3001, 32), torch.nn.Linear(32, 3))
+        groups = [{"params": model[0].parameters(), "lr": 0.01}, {"params": model[1].parameters()}]
+        return model, cls(groups, lr=0.003, weight_decay=0.01, fused=True)
+
+    (a, opt_a), (b, opt_b) = make(), make()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_b, lambda step: 0.9 ** step)
+    sched_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda step: 0.9 ** step)
+    with ThreadPoolExecutor(2) as pool:
+        for step in range(3):
+            x = torch.randint(0, 3001, (16, 5))
+            for model in (a, b):
+                model.zero_grad()
+                model(x).sum().backward()
+            opt_a.step()
+            done = _step_in_parts(opt_b, pool, 2)
+            assert done == (step > 0)  # the first step makes the state
+            if not done:
+                opt_b.step()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # no "lr_scheduler.step() before optimizer.step()"
+                sched.step()
+                sched_a.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=1e-7)
+    assert int(opt_b.state[b[0].weight]["step"]) == 3
+    assert _step_in_parts(opt_b, None, 2) is False  # no pool: optimizer.step() does it
+    assert _step_in_parts(torch.optim.SGD(b.parameters(), lr=0.1), pool, 2) is False

@@ -259,6 +259,67 @@ def _one_thread_per_worker(workers: int):
                 torch.set_num_threads(_pinned["threads"])
 
 
+def _step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
+    """``optimizer.step()`` for fused Adam or AdamW on the CPU, with the update of every large
+    parameter split by rows into ``parts`` that run side by side in ``pool`` (one core each): the
+    same elementwise arithmetic, on all cores instead of one (the seed model's 2.6M embedding
+    weights: 1.14 ms a step on one core). Returns False, having done nothing, where that does not
+    apply: no pool, another optimizer or option, or no state yet (the first step makes it)."""
+    if pool is None or not isinstance(optimizer, torch.optim.Adam):
+        return False
+    jobs: list[list] = [[] for _ in range(parts)]
+    steps = []
+    for group in optimizer.param_groups:
+        if not group.get("fused") or group["amsgrad"] or group["maximize"] or group.get("capturable") \
+                or group.get("differentiable") or torch.is_tensor(group["lr"]):
+            return False
+        lists = [([], [], [], [], []) for _ in range(parts)]  # params, grads, exp_avgs, exp_avg_sqs, steps
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = optimizer.state.get(p)
+            if not state or p.grad.is_sparse or p.device.type != "cpu":
+                return False
+            steps.append(state["step"])
+            tensors = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+            if p.dim() and p.shape[0] >= parts and p.numel() >= 1 << 16:
+                for k, piece in enumerate(zip(*(t.tensor_split(parts) for t in tensors))):  # row views
+                    for dest, t in zip(lists[k], (*piece, state["step"])):
+                        dest.append(t)
+            else:
+                for dest, t in zip(lists[0], (*tensors, state["step"])):
+                    dest.append(t)
+        for k in range(parts):
+            jobs[k].append((group, lists[k]))
+    decoupled = isinstance(optimizer, torch.optim.AdamW) or optimizer.defaults.get("decoupled_weight_decay", False)
+    update = torch._fused_adamw_ if decoupled else torch._fused_adam_
+
+    def run(job) -> None:
+        for group, (params, grads, exp_avgs, exp_avg_sqs, state_steps) in job:
+            if params:
+                beta1, beta2 = group["betas"]
+                update(params, grads, exp_avgs, exp_avg_sqs, [], state_steps, amsgrad=False, lr=group["lr"],
+                       beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                       maximize=False, grad_scale=None, found_inf=None)
+
+    torch._foreach_add_(steps, 1)  # once per parameter, as Adam.step does
+    list(pool.map(run, jobs))
+    optimizer._opt_called = True  # what the step wrapper of an LR scheduler records
+    return True
+
+
+def _sum_gradients(param: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """The pieces' gradients summed in order. Sparse embedding gradients (each piece's rows) are
+    added straight into one dense zero tensor: measured 2.8 -> ~1 ms a step for the seed model's
+    20,000 x 128 embedding, against adding the sparse tensors and making the sum dense."""
+    if not grads[0].is_sparse:
+        return functools.reduce(torch.add, grads)
+    dense = torch.zeros_like(param)
+    for g in grads:
+        dense.index_add_(0, g._indices()[0], g._values())
+    return dense
+
+
 def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 512,
                    precision: str = "auto", workers: int | None = None) -> np.ndarray:
     """Logits (N, C) in input order. Batches are length-sorted, so padding is minimal and masked.
@@ -711,8 +772,7 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                             mod.sparse = was
                     for i, p in enumerate(params):  # summed in piece order: the same result every time
                         grads = [r[2][i] for r in results if r[2][i] is not None]
-                        grad = functools.reduce(torch.add, grads) if grads else None
-                        p.grad = grad.to_dense() if grad is not None and grad.is_sparse else grad
+                        p.grad = _sum_gradients(p, grads) if grads else None
                     loss, parts = sum(r[0] for r in results), [r[1] for r in results]
                 logits = torch.cat(parts)  # (B, C)
                 diverged, stopping = not torch.isfinite(loss), interrupt.requested
@@ -728,7 +788,8 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
                         p.grad = None  # the optimizer skips a parameter without a gradient
                 if config.clip_grad_norm:
                     nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-                optimizer.step()
+                if not _step_in_parts(optimizer, pool, workers):
+                    optimizer.step()
                 if schedule is not None:
                     schedule.step()
                 n = len(idx)
