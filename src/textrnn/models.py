@@ -55,6 +55,24 @@ def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None
     return x * mask
 
 
+@contextlib.contextmanager
+def embedding_hook(hook):
+    """Pass this thread's embedded inputs (B, T, E), each model's in turn (an ensemble has
+    several), through ``hook`` before dropout: adversarial training reads them, then perturbs them."""
+    previous = getattr(_local, "embedding_hook", None)
+    _local.embedding_hook = hook
+    try:
+        yield
+    finally:
+        _local.embedding_hook = previous
+
+
+def _embedded(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    x = embedding(ids)
+    hook = getattr(_local, "embedding_hook", None)
+    return x if hook is None else hook(x)
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout, drawing from this thread's generator when one is set (see dropout_generator)."""
 
@@ -111,7 +129,7 @@ class RNNClassifier(nn.Module):
         """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        x = self.embedding_dropout(_embedded(self.embedding, ids))  # (B, T, E)
         # nn.LSTM's own dropout between layers draws from the global generator: not in training
         inner_dropout = self.training and self.config.num_layers > 1 and self.config.dropout > 0
         if bool((lengths == T).all()) and not inner_dropout:
@@ -180,7 +198,7 @@ class BagOfEmbeddings(nn.Module):
         self.head = nn.Linear(config.hidden_size, output_size(num_classes))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        x = self.embedding_dropout(_embedded(self.embedding, ids))  # (B, T, E)
         pooled = masked_pool(x, lengths.clamp(min=1), self.poolings)  # (B, P*E)
         return self.head(self.dropout(torch.relu(self.hidden(pooled))))  # (B, C)
 

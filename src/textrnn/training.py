@@ -259,6 +259,19 @@ def _one_thread_per_worker(workers: int):
                 torch.set_num_threads(_pinned["threads"])
 
 
+def adversarial_pushes(grads: Sequence[torch.Tensor], lengths: torch.Tensor, epsilon: float) -> list[torch.Tensor]:
+    """For each (B, T, E) gradient of the loss with respect to embedded texts, the push of L2 norm
+    ``epsilon`` per text along it (over the text's real positions only): to first order, the change
+    of that size that raises the loss most (Miyato et al. 2016). No gradient, no push."""
+    pushes = []
+    for g in grads:
+        valid = torch.arange(g.shape[1], device=g.device)[None, :] < lengths.clamp(min=1)[:, None]  # (B, T)
+        g = g * valid.unsqueeze(-1).to(g.dtype)
+        norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+        pushes.append((epsilon * g / norm[:, None, None]).detach())
+    return pushes
+
+
 def _step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
     """``optimizer.step()`` for fused Adam or AdamW on the CPU, with the update of every large
     parameter split by rows into ``parts`` that run side by side in ``pool`` (one core each): the
@@ -696,16 +709,41 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
             if error:
                 raise CheckpointError(error)
 
+    def forward_loss(ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor,
+                     module: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(device, dtype):
+            logits = (module or net)(ids, lens).float()  # (b, C), or (M, b, C) from an ensemble
+        if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
+            return torch.stack([loss_fn(member, y, weights) for member in logits]).mean(), logits.mean(0)
+        return loss_fn(logits, y, weights), logits
+
     def piece_loss(ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, rows: slice, batch_rows: int):
         """This piece's share of the batch's mean loss, and its logits (b, C)."""
-        with autocast(device, dtype):
-            logits = net(ids[rows], lens[rows]).float()  # (b, C), or (M, b, C) from an ensemble
-        if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
-            part = torch.stack([loss_fn(member, y[rows], weights) for member in logits]).mean()
-            logits = logits.mean(0)  # (b, C)
+        ids, lens, y = ids[rows], lens[rows], y[rows]
+        if not config.adversarial:
+            part, logits = forward_loss(ids, lens, y)
         else:
-            part = loss_fn(logits, y[rows], weights)
+            part, logits = adversarial_loss(ids, lens, y)
         return part * (len(logits) / batch_rows), logits
+
+    def adversarial_loss(ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor):
+        """The loss on the texts plus the loss on their embeddings moved by ``config.adversarial``
+        (L2, per text) along the gradient of the first: Miyato et al.'s adversarial training."""
+        embedded: list[torch.Tensor] = []
+
+        def read(x: torch.Tensor) -> torch.Tensor:
+            if not x.requires_grad:  # a frozen embedding: its output still gets a gradient
+                x = x.detach().requires_grad_()
+            embedded.append(x)
+            return x
+
+        with models.embedding_hook(read):  # under DDP through the bare model: one DDP forward a step
+            clean, logits = forward_loss(ids, lens, y, model)
+        pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lens,
+                                         config.adversarial))
+        with models.embedding_hook(lambda x: x + next(pushes).to(x.dtype)):
+            pushed, _ = forward_loss(ids, lens, y)
+        return clean + pushed, logits
 
     start = time.perf_counter() - loop["elapsed"]
     history = loop["history"]
