@@ -213,7 +213,6 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
     gemm_rows = np.minimum(-(-running // GEMM_ROWS) * GEMM_ROWS, B)
     w = _weights(model, dtype)
     cell = 0 if c.cell == "lstm" else 1
-    positions = torch.arange(B * T, dtype=torch.int64).view(B, T)
     x = None  # the previous layer's outputs (B, T, dirs*H)
     parts: dict[str, list[torch.Tensor]] = {"last": [], "max": [], "mean": []}
     for layer in range(L):
@@ -227,7 +226,7 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
             else:  # project every position of the batch
                 inp = model.embedding.weight[ids] if layer == 0 else x
                 table = torch.addmm(b_ih.to(dtype), inp.reshape(B * T, -1).to(dtype), w_ih.t().to(dtype))
-                rows = positions
+                rows = torch.arange(B * T, dtype=torch.int64).view(B, T)  # position (b, t) is row b*T + t
             h = torch.zeros(B, H, dtype=dtype)
             cstate = torch.zeros(B, H) if cell == 0 else h
             hh = torch.empty(B, w["w_hh"][k].shape[1], dtype=dtype)

@@ -32,16 +32,21 @@ _local = threading.local()
 
 
 @contextlib.contextmanager
+def _thread_setting(name: str, value):
+    """Set ``name`` for this thread only (training pieces run side by side in threads), restored after."""
+    previous = getattr(_local, name, None)
+    setattr(_local, name, value)
+    try:
+        yield
+    finally:
+        setattr(_local, name, previous)
+
+
 def dropout_generator(generator: torch.Generator | None):
     """Draw this thread's dropout masks from ``generator`` (else from torch's global one). Training
     pieces that run side by side in threads (training.fit) each get their own, seeded in order, so
     a run is the same whichever thread finishes first."""
-    previous = getattr(_local, "generator", None)
-    _local.generator = generator
-    try:
-        yield
-    finally:
-        _local.generator = previous
+    return _thread_setting("generator", generator)
 
 
 def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -55,16 +60,10 @@ def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None
     return x * mask
 
 
-@contextlib.contextmanager
 def embedding_hook(hook):
     """Pass this thread's embedded inputs (B, T, E), each model's in turn (an ensemble has
     several), through ``hook`` before dropout: adversarial training reads them, then perturbs them."""
-    previous = getattr(_local, "embedding_hook", None)
-    _local.embedding_hook = hook
-    try:
-        yield
-    finally:
-        _local.embedding_hook = previous
+    return _thread_setting("embedding_hook", hook)
 
 
 def _embedded(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
