@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 
+import textrnn  # noqa: F401  (first: TEXTRNN_CPU=avx2 must reach torch before its first operation)
+from textrnn import runtime
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMDB = REPO.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
 
@@ -12,6 +15,13 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never touch the user's cache; the parsed-IMDB cache is shared across one session."""
     if "TEXTRNN_CACHE_DIR" not in os.environ or os.environ.get("TEXTRNN_TEST_OWN_CACHE"):
         monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+# A test whose point is bfloat16 arithmetic: it runs where the CPU computes bfloat16 natively
+# (avx512_bf16 or AMX), and is skipped elsewhere (AVX2 laptops, TEXTRNN_CPU=avx2), where training in
+# bfloat16 is refused (test_precision checks that) and float32 is what runs.
+needs_native_bf16 = pytest.mark.skipif(not runtime.cpu_has_native_bf16(),
+                                       reason="no native bfloat16 on this CPU (avx512_bf16 or amx_bf16), or TEXTRNN_CPU=avx2")
 
 
 def tiny_sentiment(n_each: int = 12):

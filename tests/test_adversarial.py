@@ -8,7 +8,7 @@ from textrnn.config import ModelConfig, TrainConfig
 from textrnn.errors import ConfigError
 from textrnn.training import adversarial_pushes
 
-from conftest import tiny_sentiment
+from conftest import needs_native_bf16, tiny_sentiment
 
 
 def test_each_push_has_the_norm_asked_for_and_leaves_padding_alone():
@@ -40,7 +40,7 @@ def test_the_push_raises_the_loss():
     assert pushed > clean
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_native_bf16)])
 def test_a_run_with_it_learns_and_is_reproducible(precision):
     texts, labels = tiny_sentiment()
     kw = dict(embedding_dim=16, hidden_size=16, epochs=6, batch_size=8, min_freq=1, learning_rate=0.02,

@@ -124,3 +124,23 @@ def test_end_to_end_on_a_real_imdb_sample(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "run" / "model"), "A moving, beautifully acted film.", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("neg", "pos")
+
+
+def test_output_to_a_file_is_plain_lines_without_other_libraries_chatter(run, tmp_path):
+    """`textrnn train ... > log 2>&1`: no progress-bar redraws (carriage returns) and no stray lines
+    from libraries (matplotlib builds its font cache on first use and says so at INFO)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # a fresh font cache: matplotlib's first run
+    with open(tmp_path / "log", "w") as log:
+        code = subprocess.run([sys.executable, "-m", "textrnn", "train", "--train", str(run / "train.csv"),
+                               "--test", str(run / "test.csv"), "--text-column", "review", "--label-column", "stars",
+                               "--output", str(tmp_path / "run"), *[a for a in TINY if a != "--quiet"]],
+                              stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300).returncode
+    text = (tmp_path / "log").read_text()
+    assert code == 0, text
+    assert (tmp_path / "run" / "learning_curves.png").is_file()  # matplotlib did run
+    assert "\r" not in text and "\x1b[" not in text
+    assert "fontManager" not in text and "epoch" in text.lower()

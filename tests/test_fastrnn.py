@@ -9,6 +9,8 @@ from textrnn.config import ModelConfig
 from textrnn.models import RNNClassifier, build_model, masked_pool
 from textrnn.training import autocast, predict_logits
 
+from conftest import needs_native_bf16
+
 pytestmark = pytest.mark.skipif(fastrnn.library() is None, reason="no C compiler: the kernel is not built")
 
 
@@ -48,6 +50,7 @@ def test_the_kernel_computes_what_pytorch_computes(cell, bidirectional, num_laye
     torch.testing.assert_close(fast, ref, atol=2e-6, rtol=1e-5)
 
 
+@needs_native_bf16
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_bfloat16_agrees_to_bfloat16_rounding(cell):
     model = model_for(cell=cell, num_layers=2)
@@ -174,3 +177,35 @@ def test_building_the_kernel_leaves_the_random_stream_alone(fresh, monkeypatch, 
         assert fastrnn.library() is not None
     assert torch.equal(state, torch.random.get_rng_state())
     assert len(list((tmp_path / "kernels").glob("rnn-*.so"))) == 1
+
+
+def test_compiler_flags_exist_on_each_architecture(monkeypatch):
+    """x86-64: the CPU's own (or AVX2 under TEXTRNN_CPU=avx2); 64-bit ARM: -mcpu=native, which gcc
+    and clang both take there; anything else: none. Every list ends with no flags at all."""
+    monkeypatch.delenv("TEXTRNN_CPU", raising=False)
+    assert fastrnn.arch_flags("x86_64") == [["-march=native"], []]
+    assert fastrnn.arch_flags("aarch64") == fastrnn.arch_flags("arm64") == [["-mcpu=native"], []]
+    assert fastrnn.arch_flags("riscv64") == [[]]
+    monkeypatch.setenv("TEXTRNN_CPU", "avx2")
+    assert fastrnn.arch_flags("x86_64") == [["-mavx2", "-mfma"], []]
+    assert fastrnn.arch_flags("aarch64") == [["-mcpu=native"], []]
+
+
+def test_a_compiler_that_refuses_the_architecture_flags_builds_without_them(fresh, monkeypatch, tmp_path):
+    """As on an ARM machine whose compiler lacks the first flags: the kernel is built plain, passes
+    its check and runs; the flags asked for are those of aarch64."""
+    real = fastrnn.shutil.which("cc") or fastrnn.shutil.which("gcc")
+    fake = tmp_path / "cc"
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-mcpu=native" ] && {{ echo "unknown flag $a" >&2; exit 1; }}; done\n'
+                    f'echo "$@" >> {tmp_path}/calls\nexec {real} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(fastrnn.platform, "machine", lambda: "aarch64")
+    assert fastrnn.library() is not None
+    assert "-mcpu" not in (tmp_path / "calls").read_text()
+    model = model_for()
+    ids, lengths = batch()
+    with torch.inference_mode():
+        assert fastrnn.applies(model, ids)
+        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)

@@ -9,10 +9,11 @@ import torch
 from textrnn import TextClassifier
 from textrnn.config import TrainConfig
 from textrnn.errors import ConfigError
-from textrnn import training
-from textrnn.training import compute_dtype, predict_logits
+from textrnn import runtime, training
+from textrnn.runtime import compute_dtype, inference_dtype
+from textrnn.training import predict_logits
 
-from conftest import tiny_sentiment
+from conftest import needs_native_bf16, tiny_sentiment
 
 SETTINGS = dict(embedding_dim=16, hidden_size=16, epochs=15, batch_size=8, learning_rate=0.02, schedule="constant",
                 min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
@@ -20,12 +21,33 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
 def test_auto_is_bfloat16_only_on_a_cpu_that_computes_it(monkeypatch):
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert compute_dtype(CPU, "auto") == torch.bfloat16
+    assert compute_dtype(CPU, "bfloat16") == torch.bfloat16
     assert compute_dtype(CUDA, "auto") == torch.float32  # launch-bound there: nothing to gain
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
-    assert compute_dtype(CPU, "auto") == torch.float32
-    assert compute_dtype(CPU, "bfloat16") == torch.bfloat16 and compute_dtype(CPU, "float32") == torch.float32
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert compute_dtype(CPU, "auto") == torch.float32 and compute_dtype(CPU, "float32") == torch.float32
+
+
+def test_bfloat16_on_a_cpu_without_it_stops_training_and_predicts_in_float32(monkeypatch, caplog):
+    """oneDNN's bfloat16 LSTM does not run on AVX2: training says so in one line; a model trained
+    in bfloat16 elsewhere still predicts here, in float32, with one line saying so."""
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match=r"^train.precision='bfloat16' needs native bfloat16, but this CPU .* "
+                                          r"Use train.precision='auto'") as e:
+        compute_dtype(CPU, "bfloat16")
+    assert "\n" not in str(e.value)
+    monkeypatch.setattr(runtime, "_warned", set())
+    with caplog.at_level("WARNING", logger="textrnn"):
+        assert inference_dtype(CPU, "bfloat16") == torch.float32
+        assert inference_dtype(CPU, "bfloat16") == torch.float32
+    assert len([r for r in caplog.records if "predicts in float32" in r.getMessage()]) == 1
+    texts, labels = tiny_sentiment(4)
+    with pytest.raises(ConfigError, match="needs native bfloat16"):
+        TextClassifier(**{**SETTINGS, "epochs": 1}, precision="bfloat16").fit(texts, labels, progress=False)
+    clf = TextClassifier(**{**SETTINGS, "epochs": 1}, precision="float32").fit(texts, labels, progress=False)
+    clf.config_.train.precision = "bfloat16"  # as a model trained on a CPU with bfloat16 is saved
+    assert clf.predict_proba(texts).shape == (len(texts), 2)
 
 
 def test_an_unknown_precision_is_refused_by_name():
@@ -39,19 +61,21 @@ def test_an_unknown_precision_is_refused_by_name():
 def pair():
     texts, labels = tiny_sentiment()
     f32 = TextClassifier(**SETTINGS, precision="float32").fit(texts, labels, progress=False)
-    b16 = TextClassifier(**SETTINGS, precision="bfloat16").fit(texts, labels, progress=False)
-    return texts, labels, f32, b16
+    return texts, labels, f32
 
 
+@needs_native_bf16
 def test_bfloat16_trains_float32_weights_as_well(pair):
-    texts, labels, f32, b16 = pair
+    texts, labels, f32 = pair
+    b16 = TextClassifier(**SETTINGS, precision="bfloat16").fit(texts, labels, progress=False)
     assert all(p.dtype == torch.float32 for p in b16.model_.parameters())  # autocast: the weights stay float32
     assert b16.history_[-1]["accuracy"] == 1.0 == f32.history_[-1]["accuracy"]
     assert b16.predict(texts) == labels
 
 
+@needs_native_bf16
 def test_bfloat16_predictions_are_float32_ones_up_to_its_rounding(pair):
-    texts, _, f32, _ = pair
+    texts, _, f32 = pair
     seqs = f32.encode(texts)
     a = predict_logits(f32.model_, seqs, precision="float32")
     b = predict_logits(f32.model_, seqs, precision="bfloat16")
@@ -63,7 +87,7 @@ def test_bfloat16_predictions_are_float32_ones_up_to_its_rounding(pair):
 def test_batches_side_by_side_give_each_text_its_own_answer(pair):
     """Many small batches over a pool of one-core workers: in input order, and the same logits as
     each text alone, whatever the thread count (which is restored afterwards)."""
-    texts, _, f32, _ = pair
+    texts, _, f32 = pair
     texts = texts + ["good " * n + "awful" for n in range(1, 40)]
     seqs = f32.encode(texts)
     threads = torch.get_num_threads()
@@ -101,7 +125,7 @@ def test_pieces_side_by_side_train_the_weights_of_the_whole_batch(monkeypatch):
     assert whole.history_[-1]["loss"] == pytest.approx(side_by_side.history_[-1]["loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_native_bf16)])
 def test_pieces_side_by_side_are_reproducible_with_dropout(monkeypatch, precision):
     """Each piece draws its dropout masks from its own generator, seeded in order: the same run
     every time, whichever thread finishes first; and a different one from another seed."""
@@ -138,7 +162,7 @@ def test_predictions_from_several_threads_at_once_restore_the_thread_count(pair)
     the thread count comes back when the last one closes, whatever the order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    texts, _, f32, _ = pair
+    texts, _, f32 = pair
     seqs = f32.encode(texts * 4)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -460,7 +460,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # under torchrun only rank 0 talks; the others report warnings and errors only
     quiet = getattr(args, "quiet", False) or os.environ.get("RANK", "0") != "0"
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    # textrnn's own lines at INFO; other libraries' (matplotlib's "generated new fontManager") only
+    # from WARNING up, as the root logger's level leaves them
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("textrnn").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         return COMMANDS[args.command](args)
     except TextRNNError as e:

@@ -222,7 +222,7 @@ def _download(url: str, target: Path, md5: str, progress: bool = True) -> None:
                     unit="B",
                     unit_scale=True,
                     desc="IMDB download",
-                    disable=not progress,
+                    disable=not (progress and sys.stderr.isatty()),  # plain lines in a log: no redraws
                 ) as bar:
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
@@ -300,7 +300,7 @@ def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
             unit="B",
             unit_scale=True,
             desc="Parsing IMDB (once)",
-            disable=not progress,
+            disable=not (progress and sys.stderr.isatty()),  # plain lines in a log: no redraws
         ) as bar, tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:
             for member in tar:
                 match = _REVIEW.search(member.name)
@@ -322,7 +322,7 @@ def _parse_folder(root: Path, progress: bool) -> Iterator[dict]:
     """Review records from an extracted ``aclImdb`` folder."""
     from tqdm.auto import tqdm
 
-    with tqdm(desc="Parsing IMDB folder (once)", unit=" files", disable=not progress) as bar:
+    with tqdm(desc="Parsing IMDB folder (once)", unit=" files", disable=not (progress and sys.stderr.isatty())) as bar:
         for part, folder in _FOLDERS:
             directory = root / part / folder
             if not directory.is_dir():

@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._env import cpu_profile
+from .runtime import cpu_info
+
 log = logging.getLogger("textrnn")
 
 ENV = "TEXTRNN_FAST_RNN"
@@ -45,15 +48,19 @@ _lock = threading.RLock()  # reentrant: the self-check builds weights while hold
 _lib: ctypes.CDLL | None | bool = False  # False: not tried yet
 
 
-def _cpu_id() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        flags = next((line for line in info.splitlines() if line.startswith(("flags", "Features"))), "")
-        model = next((line for line in info.splitlines() if line.startswith("model name")), "")
-        return model + flags
-    except OSError:
-        return platform.processor()
+def arch_flags(machine: str | None = None) -> list[list[str]]:
+    """The compiler's architecture flags to try in turn, the last always none: the CPU's own on
+    x86-64 (``-march=native``; ``-mavx2 -mfma`` under ``TEXTRNN_CPU=avx2``) and on 64-bit ARM
+    (``-mcpu=native``, which gcc and clang both take there; ``-march=native`` is not on every
+    ARM compiler)."""
+    machine = (machine or platform.machine()).lower()
+    if machine in ("x86_64", "amd64", "i686", "i386"):
+        first = ["-mavx2", "-mfma"] if cpu_profile() == "avx2" else ["-march=native"]
+    elif machine in ("aarch64", "arm64") or machine.startswith("arm"):
+        first = ["-mcpu=native"]
+    else:
+        first = []
+    return [first, []] if first else [[]]
 
 
 def _compile(cc: str, target: Path) -> None:
@@ -62,7 +69,7 @@ def _compile(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        for arch in (["-march=native"], []):  # some compilers (clang on arm64) lack -march=native
+        for arch in arch_flags():
             cmd = [cc, "-O3", *arch, "-fPIC", "-shared", "-x", "c", "-", "-o", tmp]
             done = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
@@ -83,7 +90,9 @@ def _load() -> ctypes.CDLL | None:
         return None
     from .datasets import cache_dir
 
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), cc, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
+    model, flags = cpu_info()
+    key = "\0".join([_SOURCE.read_text(), cc, platform.machine(), model, " ".join(sorted(flags)), repr(arch_flags())])
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"rnn-{key}.so"
     try:
         if not path.exists():

@@ -47,41 +47,10 @@ from .text import progress
 from .batching import collate, inference_batches, lengths_of, training_batches
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, TextRNNError, TrainingInterrupted
+from .runtime import (autocast, compute_dtype, device_of, inference_dtype, resolve_device, seed_everything,  # noqa: F401
+                      set_threads)
 
 log = logging.getLogger("textrnn")
-
-
-def set_threads(num_threads: int | None, processes_here: int = 1) -> None:
-    """One thread per available core unless told otherwise; with several processes on this
-    machine (torchrun), the cores shared out among them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(num_threads or max(1, cores // max(processes_here, 1)))
-
-
-def resolve_device(spec: str = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """``train.device`` as a ``torch.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
-    Under torchrun (``world_size > 1``) ``auto`` and ``cuda`` mean the GPU numbered ``local_rank``."""
-    from .config import TrainConfig
-
-    if not isinstance(spec, str) or spec not in ("auto", "cpu"):
-        TrainConfig(device=spec)  # the same check, and message, as the setting's
-    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
-               else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-        raise ConfigError(f"train.device={spec!r} needs CUDA, which is not available: {why}. "
-                          f"Use train.device='cpu' or 'auto'.")
-    count = torch.cuda.device_count()
-    index = int(spec.split(":")[1]) if ":" in spec else (local_rank if world_size > 1 else None)
-    if index is not None and index >= count:
-        raise ConfigError(f"train.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
-                          + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "") + ".")
-    return torch.device("cuda", index) if index is not None else torch.device("cuda")
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: int = 1) -> list[slice]:
@@ -112,11 +81,6 @@ def piece_workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Con
     if device.type != "cpu" or dtype != torch.bfloat16 or ctx.is_distributed:
         return 1
     return torch.get_num_threads()
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 ENCODER = ("embedding", "rnn")  # the layers a pretrained encoder gives (see pretrain.py)
@@ -190,41 +154,6 @@ CPU_INFERENCE_BATCH = 64
 # fastrnn's kernel runs one small matrix product per step, so it wants wide batches: the seed
 # model, one core, bfloat16, 24,023 reviews/s in batches of 512 against 12,892 in 64.
 FAST_CPU_INFERENCE_BATCH = 512
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (x86 avx512_bf16 or AMX), read from
-    /proc/cpuinfo; elsewhere False (oneDNN would emulate it, slower than float32)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """The dtype of the forward pass for ``TrainConfig.precision``. "auto" takes bfloat16 only on
-    a CPU with native bfloat16. Measured on IMDB on this project's 2-core Zen 4
-    (benchmarks/results/precision-2026-11-27.json), bfloat16 against float32: training tokens/s
-    1.28x (seed model), 1.52x (default), 2.21x (imdb_fast), validation accuracy the same or a little
-    higher (0.7844/0.7796, 0.8860/0.8848, 0.9144/0.9120); the seed model predicts about 1.4x the
-    reviews/s. On CUDA "auto" stays float32: these small models are launch-bound there, and
-    bfloat16 there is untested."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-    if precision not in ("float32", "bfloat16"):
-        raise ConfigError(f"Expected one of {{'auto', 'float32', 'bfloat16'}}. Received: precision={precision!r}.")
-    return getattr(torch, precision)
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Autocast to ``dtype`` (weights stay float32 and are cast per use); nothing for float32.
-    Autocast is thread-local: enter it in the thread that runs the model."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 _pinned_lock = threading.Lock()
@@ -343,7 +272,7 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
     was_training = model.training
     model.eval()
     device = device_of(model)
-    dtype = compute_dtype(device, precision)
+    dtype = inference_dtype(device, precision)
     lengths = lengths_of(sequences)
     if device.type == "cpu":
         fast = all(fastrnn.supports(m) for m in members(model))

@@ -1,0 +1,166 @@
+"""Where and how the arithmetic runs: the CPU and its features, the device, threads, precision
+(autocast) and seeding. Training, prediction, explanation and serving all read these from here.
+
+CPU features are read once from ``/proc/cpuinfo`` (x86 ``flags``; ARM ``Features``). The
+``TEXTRNN_CPU=avx2`` switch (see ``_env.py``) makes the process behave as a CPU with AVX2 and no
+AVX-512 or native bfloat16 would, whatever it runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ._env import CPU_PROFILE_ENV, CPU_PROFILES, cpu_profile
+from .errors import ConfigError
+
+log = logging.getLogger("textrnn")
+if os.environ.get(CPU_PROFILE_ENV, "").strip().lower() not in ("", *CPU_PROFILES):
+    log.warning("Ignoring %s=%r: expected one of %s.", CPU_PROFILE_ENV, os.environ[CPU_PROFILE_ENV],
+                ", ".join(map(repr, CPU_PROFILES)))
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# the flags worth naming in a results file: they decide which kernels run
+NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
+_AVX512_PREFIXES = ("avx512", "amx")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags, as /proc/cpuinfo gives them (empty elsewhere)."""
+    model, flags = "", frozenset()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = frozenset(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as this process should see them: under ``TEXTRNN_CPU=avx2`` without
+    AVX-512 and AMX."""
+    flags = cpu_info()[1]
+    if cpu_profile() == "avx2":
+        flags = frozenset(f for f in flags if not f.startswith(_AVX512_PREFIXES))
+    return flags
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 avx512_bf16 or AMX); elsewhere False,
+    where oneDNN's bfloat16 recurrent layer does not run at all (on AVX2) or is slower than float32."""
+    return any(f in cpu_flags() for f in NATIVE_BF16_FLAGS)
+
+
+def cpu_description() -> dict:
+    """What a results file records about the CPU: model, the flags that choose kernels, the
+    profile, and torch's own view of its vector unit."""
+    model, flags = cpu_info()
+    return {"model": model, "machine": platform.machine(), "cores": _cores(),
+            "flags": sorted(f for f in NOTABLE_FLAGS if f in flags),
+            "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()), "profile": cpu_profile(), "native_bf16": cpu_has_native_bf16(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_threads(num_threads: int | None, processes_here: int = 1) -> None:
+    """One thread per available core unless told otherwise; with several processes on this
+    machine (torchrun), the cores shared out among them."""
+    torch.set_num_threads(num_threads or max(1, _cores() // max(processes_here, 1)))
+
+
+def resolve_device(spec: str = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
+    """``train.device`` as a ``torch.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
+    Under torchrun (``world_size > 1``) ``auto`` and ``cuda`` mean the GPU numbered ``local_rank``."""
+    from .config import TrainConfig  # config imports nothing of the package but errors: no loop
+
+    if not isinstance(spec, str) or spec not in ("auto", "cpu"):
+        TrainConfig(device=spec)  # the same check, and message, as the setting's
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
+               else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+        raise ConfigError(f"train.device={spec!r} needs CUDA, which is not available: {why}. "
+                          f"Use train.device='cpu' or 'auto'.")
+    count = torch.cuda.device_count()
+    index = int(spec.split(":")[1]) if ":" in spec else (local_rank if world_size > 1 else None)
+    if index is not None and index >= count:
+        raise ConfigError(f"train.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
+                          + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "") + ".")
+    return torch.device("cuda", index) if index is not None else torch.device("cuda")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _no_native_bf16() -> str:
+    model = cpu_info()[0]
+    why = f"{CPU_PROFILE_ENV}=avx2 is set" if cpu_profile() == "avx2" else "it has neither avx512_bf16 nor amx_bf16"
+    return f"this CPU ({model}) has no native bfloat16: {why}"
+
+
+def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype of the training forward pass for ``TrainConfig.precision``. "auto" takes bfloat16
+    only on a CPU with native bfloat16, where it trains faster at the same validation accuracy
+    (benchmarks/results/precision-*.json); on CUDA "auto" stays float32 (these small models are
+    launch-bound there). An explicit "bfloat16" on a CPU without it stops with one line: oneDNN's
+    bfloat16 recurrent layer does not run on AVX2, and emulated it would be slower than float32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"Expected one of {{'auto', 'float32', 'bfloat16'}}. Received: precision={precision!r}.")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
+    if precision == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ConfigError(f"train.precision='bfloat16' needs native bfloat16, but {_no_native_bf16()}. "
+                          f"Use train.precision='auto' (float32 here) or 'float32'.")
+    return getattr(torch, precision)
+
+
+_warned: set[str] = set()
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype of prediction for a model trained with ``precision``: as in training, except that
+    a model trained in bfloat16 predicts in float32 on a CPU without native bfloat16 (its weights
+    are float32 anyway), with one line saying so, instead of failing."""
+    try:
+        return compute_dtype(device, precision)
+    except ConfigError:
+        if precision != "bfloat16":
+            raise
+        if "bf16" not in _warned:
+            _warned.add("bf16")
+            log.warning("The model was trained with precision 'bfloat16', but %s; it predicts in float32 here.",
+                        _no_native_bf16())
+        return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` (weights stay float32 and are cast per use); nothing for float32.
+    Autocast is thread-local: enter it in the thread that runs the model."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
