@@ -170,12 +170,25 @@ def side_matmul() -> dict:
             "device": torch.cuda.get_device_name() if cuda else "cpu", "dtype": "float32"}
 
 
-def run_side(args: list[str], timeout: int = 3600) -> dict:
+# The CPU profiles: the machine as it is, and as an AVX2 CPU without bfloat16 (most laptops) would
+# run, by textrnn's TEXTRNN_CPU=avx2 switch; the peer gets the same caps (its oneDNN and MKL read
+# the same variables), so each profile compares the two on the same instruction set.
+AVX2_ENV = {"TEXTRNN_CPU": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+PROFILES = {"as_is": {}, "no_bf16": AVX2_ENV}
+
+
+def profile_env(profile: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in AVX2_ENV}
+    return {**env, **PROFILES[profile], "PYTHONPATH": str(REPO / "src")}
+
+
+def run_side(args: list[str], env: dict, timeout: int = 3600) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", *args, "--side-out", out]
     print("+", " ".join(cmd[2:]), flush=True)
-    subprocess.run(cmd, check=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    subprocess.run(cmd, check=True, timeout=timeout, env=env)
     return json.loads(Path(out).read_text())
 
 
@@ -243,20 +256,21 @@ def peer_summary(p: dict) -> dict:
             "peak_rss_mb": p["peak_rss_mb"], "raw": p}
 
 
-def one_round(args, partial: dict, stem: str) -> dict:
+def one_round(args, partial: dict, stem: str, profile: str) -> dict:
     """Every figure once: textrnn's preparation (cold, warm), the matmul peak, the seed model and
     the default, then the peer; each in its own fresh process, one after the other."""
-    result = {}
+    env = profile_env(profile)
+    result = {"cpu": run_side(["cpu"], env)}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as cache:
-        result["textrnn_prep_cold"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache])
-        result["textrnn_prep_warm"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache])
-        result["matmul"] = run_side(["matmul"])
+        result["textrnn_prep_cold"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache], env)
+        result["textrnn_prep_warm"] = run_side(["prep", "--imdb", args.imdb, "--cache", cache], env)
+        result["matmul"] = run_side(["matmul"], env)
         for name, config in (("textrnn_seed", str(REPO / "configs" / "seed.toml")), ("textrnn_default", None)):
             extra = ["--config", config] if config else []
             r = run_side(["train", "--imdb", args.imdb, "--cache", cache, "--epochs", str(args.epochs),
-                          "--seed", str(args.seed), "--target", str(args.target), *extra])
+                          "--seed", str(args.seed), "--target", str(args.target), *extra], env)
             r["recurrent_gflops"] = r["recurrent_flops_per_token"] * r["train_tokens_per_s"] / 1e9
             r["fraction_of_matmul_peak"] = r["recurrent_gflops"] / result["matmul"]["gflops"]
             # seconds to target counted from the start of the training process, plus cold prep of the data
@@ -274,7 +288,7 @@ def one_round(args, partial: dict, stem: str) -> dict:
         cmd = [args.peer_python, str(HERE / "peer" / "keras_imdb.py"), "--data", str(archive), "--epochs", str(args.epochs),
                "--out", out, "--seed", str(args.seed)]
         print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, timeout=3600)
+        subprocess.run(cmd, check=True, timeout=3600, env={**env, "PYTHONPATH": ""})
         peer = peer_summary(json.loads(Path(out).read_text()))
         reached = next((e["wall_seconds_since_start_excl_eval"] for e in peer["epochs"] if e["test_accuracy"] >= args.target), None)
         peer["seconds_to_target"] = reached
@@ -315,7 +329,10 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=float, default=0.88)
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
-    ap.add_argument("--side", choices=["prep", "train", "matmul"])
+    ap.add_argument("--side", choices=["prep", "train", "matmul", "cpu"])
+    ap.add_argument("--profiles", default="as_is,no_bf16",
+                    help="comma-separated: as_is (the CPU as it is), no_bf16 (TEXTRNN_CPU=avx2: as an AVX2 CPU "
+                         "without bfloat16); no_bf16 is skipped on a CPU that has no AVX-512 anyway")
     ap.add_argument("--side-out")
     ap.add_argument("--cache")
     ap.add_argument("--config")
@@ -327,6 +344,10 @@ def main(argv=None) -> int:
             res = side_prep(args.imdb, args.cache)
         elif args.side == "train":
             res = side_train(args.imdb, args.cache, args.config, args.epochs, args.seed, args.target)
+        elif args.side == "cpu":
+            from textrnn.runtime import cpu_description
+
+            res = cpu_description()
         else:
             res = side_matmul()
         res["peak_rss_mb"] = _rss_mb()
@@ -337,22 +358,32 @@ def main(argv=None) -> int:
     stem = f"speed-{date}-{args.tag}" if args.tag else f"speed-{date}"
     result = {"date": date, "environment": environment(), "seed": args.seed, "epochs": args.epochs,
               "target_accuracy": args.target, "imdb": args.imdb, "repeats": args.repeats}
-    rounds = []
-    for k in range(args.repeats):
-        if args.repeats > 1:
-            print(f"--- round {k + 1} of {args.repeats}", flush=True)
-        rounds.append(one_round(args, {**result, "rounds": rounds}, stem))
-    if args.repeats == 1:
-        result.update(rounds[0])
-    else:  # each figure the median over the rounds; the rounds themselves kept whole
-        result.update(median_round(rounds))
-        result["rounds"] = rounds
-        result["ratios_per_round"] = [r["ratios"] for r in rounds]
+    sys.path.insert(0, str(REPO / "src"))
+    from textrnn.runtime import cpu_class, cpu_info
+
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    if unknown := [p for p in profiles if p not in PROFILES]:
+        ap.error(f"unknown profile(s) {unknown}: expected some of {list(PROFILES)}")
+    if "no_bf16" in profiles and cpu_class(cpu_info()[1]).startswith("x86-64 AVX2"):
+        profiles.remove("no_bf16")  # the hardware is that class already: as_is is the figure
+        result["no_bf16_skipped"] = "this CPU has AVX2 and no AVX-512: the as_is profile is the AVX2 one"
+    result["profiles"] = {}
+    for profile in profiles:
+        rounds = []
+        for k in range(args.repeats):
+            print(f"--- profile {profile}, round {k + 1} of {args.repeats}", flush=True)
+            rounds.append(one_round(args, {**result, "rounds": rounds}, stem, profile))
+        if args.repeats == 1:
+            figures = rounds[0]
+        else:  # each figure the median over the rounds; the rounds themselves kept whole
+            figures = {**median_round(rounds), "rounds": rounds, "ratios_per_round": [r["ratios"] for r in rounds]}
+        result["profiles"][profile] = {"date": date, "target_accuracy": args.target, **figures}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out_dir / f"{stem}.partial.json").unlink(missing_ok=True)
-    md = table(result)
+    md = "\n\n".join(f"### {name}: {r['cpu']['class']} ({r['cpu']['model']}, {r['textrnn_seed']['compute_dtype']})\n\n"
+                      + table(r) for name, r in result["profiles"].items())
     (out_dir / f"{stem}.md").write_text(md + "\n")
     print(md)
     return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import __version__, distributed, runtime
 from .classifier import TextClassifier, _normalize_labels, match_labels
 from .config import Config
 from .errors import ArtifactError, CheckpointError, ConfigError, DataError
@@ -56,17 +56,14 @@ def environment() -> dict:
     """Machine and versions, for every results file (the benchmarks' too)."""
     import sklearn
 
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = runtime.cpu_description()
     try:
         load = os.getloadavg()
     except OSError:
         load = None
     return {"textrnn": __version__, "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu["model"],
+            "cpu_features": cpu,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}}

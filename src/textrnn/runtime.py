@@ -34,21 +34,43 @@ _AVX512_PREFIXES = ("avx512", "amx")
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_info() -> tuple[str, frozenset[str]]:
-    """The CPU's model name and feature flags, as /proc/cpuinfo gives them (empty elsewhere)."""
-    model, flags = "", frozenset()
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
+                if not line.strip():
+                    if fields:
+                        break
+                    continue
                 key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key in ("flags", "Features") and not flags:
-                    flags = frozenset(value.split())
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return model or platform.processor() or platform.machine(), flags
+    return fields
+
+
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags, as /proc/cpuinfo gives them (x86 ``flags``, ARM
+    ``Features``)."""
+    fields = _cpuinfo_fields()
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    return model, frozenset((fields.get("flags") or fields.get("Features") or "").split())
+
+
+def cpu_class(flags: frozenset[str] | None = None) -> str:
+    """The class of CPU that decides textrnn's kernels, for results files and the README's tables."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_bf16" in flags:
+        return "x86-64 AVX-512 + AMX (native bfloat16)"
+    if "avx512_bf16" in flags:
+        return "x86-64 AVX-512 (native bfloat16)"
+    if "avx512f" in flags:
+        return "x86-64 AVX-512 (no bfloat16)"
+    if "avx2" in flags:
+        return "x86-64 AVX2 (no bfloat16)"
+    return f"{platform.machine()} ({'NEON' if 'asimd' in flags else 'other'})"
 
 
 def cpu_flags() -> frozenset[str]:
@@ -70,7 +92,10 @@ def cpu_description() -> dict:
     """What a results file records about the CPU: model, the flags that choose kernels, the
     profile, and torch's own view of its vector unit."""
     model, flags = cpu_info()
-    return {"model": model, "machine": platform.machine(), "cores": _cores(),
+    fields = _cpuinfo_fields()
+    return {"model": model, "vendor": fields.get("vendor_id"), "family": fields.get("cpu family"),
+            "model_number": fields.get("model"), "machine": platform.machine(), "cores": _cores(),
+            "class": cpu_class(), "class_of_the_hardware": cpu_class(flags),
             "flags": sorted(f for f in NOTABLE_FLAGS if f in flags),
             "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()), "profile": cpu_profile(), "native_bf16": cpu_has_native_bf16(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
