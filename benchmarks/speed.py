@@ -48,7 +48,7 @@ def side_prep(imdb: str, cache: str) -> dict:
     train, test = load_imdb("train", imdb, progress=False), load_imdb("test", imdb, progress=False)
     t_load = time.perf_counter() - t0
     cfg = textrnn.Config().text
-    tok = Tokenizer(cfg.lower, cfg.strip_html, cfg.normalize)
+    tok = Tokenizer.from_config(cfg)
     tr = tokenize_cached(train.texts, tok, cache_dir() / "tokens")
     te = tokenize_cached(test.texts, tok, cache_dir() / "tokens")
     t_tok = time.perf_counter() - t0 - t_load
@@ -72,7 +72,8 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
     import torch
 
     from textrnn.datasets import load_imdb, train_validation_split
-    from textrnn.training import compute_dtype, device_of, predict_logits
+    from textrnn.inference import predict_logits
+    from textrnn.runtime import compute_dtype, device_of
 
     config = textrnn.Config.from_toml(config_path) if config_path else textrnn.Config()
     config = config.override({"train.epochs": epochs, "train.seed": seed, "train.early_stopping_patience": None})

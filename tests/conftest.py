@@ -40,7 +40,7 @@ def slow_cli_child(delay: float) -> str:
     seconds, so a test can interrupt it mid-epoch."""
     return f"""
 import sys, time
-import textrnn.training as T
+import textrnn.trainer as T
 _collate = T.collate
 def slow(*a, **k):
     time.sleep({delay})

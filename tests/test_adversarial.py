@@ -6,7 +6,7 @@ import torch
 from textrnn import TextClassifier, models
 from textrnn.config import ModelConfig, TrainConfig
 from textrnn.errors import ConfigError
-from textrnn.training import adversarial_pushes
+from textrnn.pieces import adversarial_pushes
 
 from conftest import needs_native_bf16, tiny_sentiment
 
@@ -31,12 +31,11 @@ def test_the_push_raises_the_loss():
     ids, lengths = torch.randint(1, 30, (6, 7)), torch.full((6,), 7)
     y = torch.tensor([0, 1, 0, 1, 0, 1], dtype=torch.float32)
     seen = []
-    with models.embedding_hook(lambda x: seen.append(x) or x):
-        clean = torch.nn.functional.binary_cross_entropy_with_logits(model(ids, lengths)[:, 0], y)
+    logits = model(ids, lengths, embedding_hook=lambda x: seen.append(x) or x)
+    clean = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y)
     (g,) = torch.autograd.grad(clean, seen)
     (push,) = adversarial_pushes([g], lengths, 1.0)
-    with models.embedding_hook(lambda x: x + push):
-        pushed = torch.nn.functional.binary_cross_entropy_with_logits(model(ids, lengths)[:, 0], y)
+    pushed = torch.nn.functional.binary_cross_entropy_with_logits(model(ids, lengths, embedding_hook=lambda x: x + push)[:, 0], y)
     assert pushed > clean
 
 
@@ -62,7 +61,7 @@ def test_an_ensemble_and_a_frozen_embedding_train_with_it():
     assert len(clf.predict(texts[:4])) == 4
     import numpy as np
 
-    from textrnn.training import fit
+    from textrnn.trainer import fit
 
     torch.manual_seed(0)
     model = models.RNNClassifier(ModelConfig(embedding_dim=8, hidden_size=8), 20, 2)

@@ -267,18 +267,18 @@ def test_existing_model_is_refused_before_any_work(tmp_path, trained, capsys, mo
 
 
 def test_full_disk_while_saving_keeps_the_old_model(tmp_path, trained, capsys, monkeypatch):
-    import safetensors.torch
+    import textrnn.io
 
     shutil.copytree(trained, tmp_path / "out" / "model")
     before = snapshot(tmp_path / "out" / "model")
-    real = safetensors.torch.save_file
+    real = textrnn.io.save_file
 
     def full_disk(tensors, filename, metadata=None):
         if str(filename).endswith("weights.safetensors"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(textrnn.io, "save_file", full_disk)
     code, err = run_cli(capsys, train(tmp_path, good_csv(tmp_path / "d.csv"), "--overwrite"))
     assert_one_line(code, err, r"No space left on device: '.*weights.safetensors'")
     assert snapshot(tmp_path / "out" / "model") == before

@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 
 import textrnn
-import textrnn.training as T
+import textrnn.pieces as P
+import textrnn.trainer as T
 from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.errors import CheckpointError, TextRNNError
@@ -178,14 +179,14 @@ def test_python_api_trains_without_checkpoints(tmp_path, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path, monkeypatch, capsys):
     data, _ = reference
     calls = {"n": 0}
-    real = T.loss_fn
+    real = P.loss_fn
 
     def diverge(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 8 else loss
 
-    monkeypatch.setattr(T, "loss_fn", diverge)
+    monkeypatch.setattr(P, "loss_fn", diverge)
     run = tmp_path / "run"
     assert main(["train", "--train", str(data), "-o", str(run), *RUN_FLAGS]) == 2
     err = capsys.readouterr().err.strip()
@@ -199,10 +200,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(reference, tmp_path, 
 
 
 def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch, capsys):
-    import safetensors.torch
+    import textrnn.io as C
 
     data, _ = reference
-    real = safetensors.torch.save_file
+    real = C.save_file
     calls = {"n": 0}
 
     def full_disk(tensors, filename, metadata=None):
@@ -213,7 +214,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
         return real(tensors, filename, metadata=metadata)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(C, "save_file", full_disk)
     run = tmp_path / "run"
     assert main(["train", "--train", str(data), "-o", str(run), *RUN_FLAGS]) == 2
     err = capsys.readouterr().err.strip()
@@ -223,7 +224,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(reference, 
 
 
 def test_full_disk_while_saving_the_model_leaves_the_previous_model(tmp_path, monkeypatch):
-    import safetensors.torch
+    import textrnn.io as C
 
     texts, labels = tiny_sentiment(4)
     first = TextClassifier(**{**FAST, "epochs": 1}).fit(texts, labels, progress=False)
@@ -236,7 +237,7 @@ def test_full_disk_while_saving_the_model_leaves_the_previous_model(tmp_path, mo
             f.write(b"\0" * 64)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(C, "save_file", full_disk)
     with pytest.raises(OSError) as info:
         second.save(path, overwrite=True)
     assert info.value.errno == errno.ENOSPC
@@ -288,7 +289,7 @@ def test_a_run_with_an_unfinished_checkpoint_is_not_clobbered(reference, tmp_pat
 
 
 def test_divergence_without_checkpoints_is_still_one_clear_error(monkeypatch):
-    monkeypatch.setattr(T, "loss_fn", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
+    monkeypatch.setattr(P, "loss_fn", lambda *a, **k: torch.tensor(float("inf"), requires_grad=True))
     texts, labels = tiny_sentiment(4)
     with pytest.raises(TextRNNError, match="loss became inf at epoch 1, step 1. Try a lower learning rate"):
         TextClassifier(**FAST).fit(texts, labels, progress=False)

@@ -15,7 +15,7 @@ from textrnn import TextClassifier, TrainConfig
 from textrnn.cli import main
 from textrnn.config import Config
 from textrnn.errors import ConfigError
-from textrnn.training import resolve_device
+from textrnn.runtime import resolve_device
 
 from conftest import tiny_sentiment
 
@@ -79,7 +79,7 @@ def test_fit_and_load_on_the_chosen_device(tmp_path):
 
 
 def test_device_is_saved_in_the_config_and_free_on_resume():
-    from textrnn.training import _RESUME_FREE
+    from textrnn.checkpoint import RESUME_FREE as _RESUME_FREE
 
     c = Config().override(["train.device=cpu"])
     assert Config.from_dict(c.to_dict()).train.device == "cpu"

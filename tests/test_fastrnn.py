@@ -7,7 +7,8 @@ import torch
 from textrnn import fastrnn
 from textrnn.config import ModelConfig
 from textrnn.models import RNNClassifier, build_model, masked_pool
-from textrnn.training import autocast, predict_logits
+from textrnn.inference import forward, predict_logits
+from textrnn.runtime import autocast
 
 from conftest import needs_native_bf16
 
@@ -45,7 +46,7 @@ def test_the_kernel_computes_what_pytorch_computes(cell, bidirectional, num_laye
     ids, lengths = batch()
     with torch.inference_mode():
         assert fastrnn.applies(model, ids)
-        fast, ref = model(ids, lengths), reference(model, ids, lengths)
+        fast, ref = forward(model, ids, lengths), reference(model, ids, lengths)
     assert fast.shape == ref.shape == (len(ids), 3)
     torch.testing.assert_close(fast, ref, atol=2e-6, rtol=1e-5)
 
@@ -57,7 +58,7 @@ def test_bfloat16_agrees_to_bfloat16_rounding(cell):
     ids, lengths = batch()
     with torch.inference_mode(), autocast(torch.device("cpu"), torch.bfloat16):
         assert fastrnn.kernel_dtype() == torch.bfloat16
-        fast, ref = model(ids, lengths).float(), reference(model, ids, lengths).float()
+        fast, ref = forward(model, ids, lengths).float(), reference(model, ids, lengths).float()
     assert (fast - ref).abs().max() < 0.05
     with torch.inference_mode():
         exact = reference(model, ids, lengths)
@@ -72,7 +73,7 @@ def test_padding_and_batch_order_never_change_a_text_s_result():
     garbage[torch.arange(ids.shape[1])[None, :] >= lengths.clamp(min=1)[:, None]] = 7
     perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
-        a = model(ids, lengths)
+        a = forward(model, ids, lengths)
         b = model(garbage, lengths)
         c = model(ids[perm], lengths[perm])
         wider = model(torch.cat([ids, torch.zeros(len(ids), 5, dtype=ids.dtype)], 1), lengths)
@@ -85,32 +86,34 @@ def test_a_vocabulary_too_large_for_the_table_projects_per_batch(monkeypatch):
     model = model_for(bidirectional=True)
     ids, lengths = batch()
     with torch.inference_mode():
-        with_table = model(ids, lengths)
+        with_table = forward(model, ids, lengths)
         monkeypatch.setattr(fastrnn, "MAX_TABLE_BYTES", 0)
-        model.train().eval()  # drop the cached table
-        without = model(ids, lengths)
-        assert not model._fast_rnn_cache[1]["table"]
+        fastrnn.forget(model)  # drop the cached table
+        without = forward(model, ids, lengths)
+        assert not fastrnn._cache[model][1]["table"]
     torch.testing.assert_close(with_table, without, atol=2e-6, rtol=1e-5)
 
 
 def test_weights_changed_by_a_fused_optimizer_are_seen():
-    """Fused Adam bumps no version counter: model.train() drops the cached table."""
+    """Fused Adam bumps no version counter: whoever steps one calls fastrnn.forget before
+    predicting (the trainer does, before validating and at its end)."""
     model = model_for()
     ids, lengths = batch()
     with torch.inference_mode():
-        before = model(ids, lengths)
+        before = forward(model, ids, lengths)
     opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     model.train()
     model(ids, lengths).sum().backward()
     opt.step()
+    fastrnn.forget(model)
     model.eval()
     with torch.inference_mode():
-        after, ref = model(ids, lengths), reference(model, ids, lengths)
+        after, ref = forward(model, ids, lengths), reference(model, ids, lengths)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, ref, atol=2e-6, rtol=1e-5)
     with torch.no_grad():  # an in-place edit in eval mode bumps the version: seen too
         model.rnn.weight_hh_l0.mul_(0.5)
-        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
 
 
 def test_training_small_batches_and_gradients_take_pytorch_s_path():
@@ -152,7 +155,7 @@ def test_switched_off_by_the_environment(fresh, monkeypatch):
     ids, lengths = batch()
     with torch.inference_mode():
         assert not fastrnn.applies(model, ids)
-        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths))
+        torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths))
 
 
 def test_without_a_compiler_pytorch_s_path_runs(fresh, monkeypatch, tmp_path):
@@ -208,4 +211,4 @@ def test_a_compiler_that_refuses_the_architecture_flags_builds_without_them(fres
     ids, lengths = batch()
     with torch.inference_mode():
         assert fastrnn.applies(model, ids)
-        torch.testing.assert_close(model(ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import textrnn
-import textrnn.training as T
+import textrnn.trainer as T
 from textrnn import TextClassifier
 from textrnn.errors import ArtifactError, CheckpointError
 

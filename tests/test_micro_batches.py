@@ -8,7 +8,7 @@ import torch
 from textrnn import TextClassifier
 from textrnn.config import TrainConfig
 from textrnn.errors import ConfigError
-from textrnn.training import micro_batches
+from textrnn.pieces import micro_batches
 
 from conftest import tiny_sentiment
 

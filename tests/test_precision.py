@@ -9,9 +9,9 @@ import torch
 from textrnn import TextClassifier
 from textrnn.config import TrainConfig
 from textrnn.errors import ConfigError
-from textrnn import runtime, training
+from textrnn import pieces, runtime, trainer
 from textrnn.runtime import compute_dtype, inference_dtype
-from textrnn.training import predict_logits
+from textrnn.inference import predict_logits
 
 from conftest import needs_native_bf16, tiny_sentiment
 
@@ -119,7 +119,7 @@ def test_pieces_side_by_side_train_the_weights_of_the_whole_batch(monkeypatch):
     """Two one-core workers, one piece of 8 texts each, gradients summed: float32 weights equal
     to the whole batch's on both cores (up to summation order)."""
     whole = _fit(dropout=0.0, embedding_dropout=0.0, micro_batch_tokens=None)
-    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    monkeypatch.setattr(pieces, "workers", lambda *a: 2)
     side_by_side = _fit(dropout=0.0, embedding_dropout=0.0, micro_batch_tokens=None)
     _same(whole, side_by_side, atol=2e-5, rtol=1e-4)
     assert whole.history_[-1]["loss"] == pytest.approx(side_by_side.history_[-1]["loss"], rel=1e-4)
@@ -129,7 +129,7 @@ def test_pieces_side_by_side_train_the_weights_of_the_whole_batch(monkeypatch):
 def test_pieces_side_by_side_are_reproducible_with_dropout(monkeypatch, precision):
     """Each piece draws its dropout masks from its own generator, seeded in order: the same run
     every time, whichever thread finishes first; and a different one from another seed."""
-    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    monkeypatch.setattr(pieces, "workers", lambda *a: 2)
     settings = dict(dropout=0.3, embedding_dropout=0.2, num_layers=2, precision=precision)
     a, b = _fit(**settings), _fit(**settings)
     _same(a, b, atol=0, rtol=0)
@@ -138,10 +138,10 @@ def test_pieces_side_by_side_are_reproducible_with_dropout(monkeypatch, precisio
 
 
 def test_a_run_with_pieces_side_by_side_resumes_bit_for_bit(monkeypatch, tmp_path):
-    monkeypatch.setattr(training, "piece_workers", lambda *a: 2)
+    monkeypatch.setattr(pieces, "workers", lambda *a: 2)
     settings = dict(dropout=0.3, embedding_dropout=0.2, checkpoint_every=2, epochs=3)
     whole = _fit(**settings)
-    real, calls = training.collate, {"n": 0}
+    real, calls = trainer.collate, {"n": 0}
 
     def crash(*args, **kwargs):
         calls["n"] += 1
@@ -149,10 +149,10 @@ def test_a_run_with_pieces_side_by_side_resumes_bit_for_bit(monkeypatch, tmp_pat
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "collate", crash)
+    monkeypatch.setattr(trainer, "collate", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(**settings, fit={"checkpoint_dir": tmp_path})
-    monkeypatch.setattr(training, "collate", real)
+    monkeypatch.setattr(trainer, "collate", real)
     resumed = _fit(**settings, fit={"checkpoint_dir": tmp_path, "resume": True})
     _same(whole, resumed, atol=0, rtol=0)
 
@@ -182,7 +182,7 @@ def test_predictions_from_several_threads_at_once_restore_the_thread_count(pair)
 def test_the_optimizer_step_split_across_workers_is_the_same_step(cls):
     from concurrent.futures import ThreadPoolExecutor
 
-    from textrnn.training import _step_in_parts
+    from textrnn.optim import step_in_parts as _step_in_parts
 
     def make():
         torch.manual_seed(0)

@@ -224,7 +224,8 @@ def test_pretrain_data_in_a_config_runs_end_to_end(tmp_path):
 
 def test_discriminative_rates_and_a_frozen_first_epoch():
     from textrnn.models import RNNClassifier
-    from textrnn.training import fit, make_optimizer
+    from textrnn.optim import make_optimizer
+    from textrnn.trainer import fit
 
     config = Config().override({**SMALL, "train.encoder_lr_multiplier": 0.1, "train.freeze_encoder_epochs": 1,
                                 "train.epochs": 1, "train.schedule": "constant", "train.learning_rate": 0.01})

@@ -15,29 +15,29 @@ import json
 import logging
 import os
 import platform
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from . import __version__, distributed
 from .config import FLAT_KEYS, Config
+from .datasets import train_validation_split
+from .embeddings import load_pretrained
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
 from .evaluation import compute_metrics, probabilities
-from .models import build_model
-from .text import TokenizedCorpus, Tokenizer, Vocabulary, encode_texts, tokenize_cached
-from .training import fit as fit_model
-from .training import predict_logits, resolve_device
+from .inference import predict_logits
+from .io import MODEL, atomic_folder, cache_dir, read_folder, save_tensors
+from .models import build_model, members
+from .pretrain import load_encoder
+from .runtime import resolve_device
+from .text import TokenizedCorpus, Tokenizer, encode_texts, tokenize_cached
+from .trainer import fit as fit_model
 
 log = logging.getLogger("textrnn")
 
-FORMAT = "textrnn-model"
-FORMAT_VERSION = 1
-FILES = ("config.json", "vocab.txt", "labels.json", "weights.safetensors")
+FORMAT, FORMAT_VERSION, FILES = MODEL.format, MODEL.version, MODEL.files
 
 
 def _check_texts(texts: Any, name: str = "texts") -> list[str]:
@@ -79,34 +79,6 @@ def match_labels(labels: Sequence, classes: Sequence) -> list:
     return labels
 
 
-@contextmanager
-def atomic_folder(path: str | os.PathLike, overwrite: bool = False, what: str = "another path") -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``path`` to fill; on a clean exit it is renamed into place
-    (an existing folder is replaced, and put back if the rename fails); on any error it is removed.
-    A reader never sees half a folder and a failed write never loses the old one."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ArtifactError(f"{str(path)!r} already exists; choose {what} or overwrite it (--overwrite).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)  # put the previous folder back
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 class TextClassifier:
     """A recurrent text classifier.
 
@@ -133,8 +105,6 @@ class TextClassifier:
         (every ``train.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
         an interrupted fit from them, with the same result as an uninterrupted one.
         ``on_epoch_end(row)`` is called with each epoch's history row (the model is usable in it)."""
-        from .datasets import train_validation_split
-
         config = self._resolved_config()
         texts = _check_texts(texts)
         labels = _normalize_labels(labels)
@@ -151,11 +121,9 @@ class TextClassifier:
         self.classes_ = classes
         self._index = {c: i for i, c in enumerate(classes)}
         t = config.text
-        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        self.tokenizer_ = Tokenizer.from_config(t)
         encoder = None
         if config.model.pretrained_encoder:  # read first: a bad folder fails before any work
-            from .pretrain import load_encoder
-
             encoder = load_encoder(config.model.pretrained_encoder)
         ctx = distributed.current()
         if ctx.is_main:
@@ -191,14 +159,10 @@ class TextClassifier:
         m = config.model
         if not m.pretrained_embeddings:
             return None
-        from .embeddings import load_pretrained
-
         alignment = load_pretrained(m.pretrained_embeddings, self.vocab_.tokens, m.embeddings_format, seed=config.train.seed)
         if alignment.matrix.shape[1] != m.embedding_dim:
             raise ConfigError(f"The pretrained vectors have {alignment.matrix.shape[1]} dimensions but "
                               f"model.embedding_dim={m.embedding_dim}; set model.embedding_dim={alignment.matrix.shape[1]}.")
-        from .models import members
-
         for member in members(self.model_):  # every member of an ensemble starts from the vectors
             with torch.no_grad():
                 member.embedding.weight.copy_(torch.from_numpy(alignment.matrix))
@@ -215,8 +179,6 @@ class TextClassifier:
     def _tokenize(self, texts: list[str]) -> TokenizedCorpus:
         cache = None
         if self.config_.data.cache_tokens and len(texts) >= 1000:
-            from .datasets import cache_dir
-
             cache = cache_dir() / "tokens"
         return tokenize_cached(texts, self.tokenizer_, cache)
 
@@ -262,8 +224,6 @@ class TextClassifier:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict | None = None) -> Path:
         """Write the artifact directory atomically: a temporary sibling folder renamed into place."""
-        from safetensors.torch import save_file
-
         self._check_fitted()
         with atomic_folder(path, overwrite) as tmp:
             meta = {
@@ -277,8 +237,7 @@ class TextClassifier:
             (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             self.vocab_.save(tmp / "vocab.txt")
             (tmp / "labels.json").write_text(json.dumps(self.classes_), encoding="utf-8")
-            state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-            save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
+            save_tensors(self.model_.state_dict(), tmp / "weights.safetensors", FORMAT)
         return Path(path)
 
     @classmethod
@@ -286,67 +245,24 @@ class TextClassifier:
         """Read an artifact directory. Never unpickles; a damaged or foreign folder is an ArtifactError.
         The weights are read on the CPU, then moved to ``device`` (as ``train.device``: auto, cpu,
         cuda, cuda:N), where prediction then runs."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not path.is_dir():
-            raise ArtifactError(f"Model directory not found: {str(path)!r}")
-        missing = [f for f in FILES if not (path / f).is_file()]
-        if missing:
-            raise ArtifactError(f"{str(path)!r} is not a complete textrnn model: missing {', '.join(missing)}")
-        root = path.resolve()
-        outside = [f for f in FILES if root not in (path / f).resolve().parents]
-        if outside:  # a shared folder must not make us read (and maybe serve) files from elsewhere
-            raise ArtifactError(f"{str(path)!r}: {outside[0]} is a link to a file outside the model folder "
-                                f"({str((path / outside[0]).resolve())!r}); refusing to read it.")
-        try:
-            meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-            classes = json.loads((path / "labels.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"{str(path)!r}: config.json or labels.json is not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ArtifactError(f"{str(path)!r} is not a textrnn model (config.json has format={meta.get('format') if isinstance(meta, dict) else None!r})")
-        version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ArtifactError(f"{str(path)!r} was written by a newer textrnn (format_version={version!r}; this "
-                                f"textrnn {__version__} reads up to {FORMAT_VERSION}). Upgrade textrnn to load it.")
-        if (not isinstance(classes, list) or len(classes) < 2
-                or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
-                or len(set(classes)) != len(classes)):
-            raise ArtifactError(f"{str(path)!r}: labels.json must list at least two distinct labels (strings or "
-                                f"integers). Received: {str(classes)[:80]}")
-        try:
-            config = Config.from_dict(meta.get("config", {}), source=str(path / "config.json"))
-        except ConfigError as e:
-            raise ArtifactError(str(e)) from None
-        self = cls(config)
-        self.config_ = config
-        self.classes_ = classes
-        self._index = {c: i for i, c in enumerate(classes)}
-        t = config.text
-        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
-        try:
-            self.vocab_ = Vocabulary.load(path / "vocab.txt")
-        except UnicodeDecodeError as e:
-            raise ArtifactError(f"{str(path / 'vocab.txt')!r} is damaged: not UTF-8 ({e.reason} at byte {e.start}).") from None
-        except ArtifactError as e:
-            raise ArtifactError(f"{str(path / 'vocab.txt')!r} is damaged: {e}") from None
-        self.history_ = meta.get("history", [])
-        self.embedding_coverage_ = meta.get("embedding_coverage")
-        self.meta_ = meta
-        self.model_ = build_model(config.model, len(self.vocab_), len(classes))
-        try:
-            state = load_file(str(path / "weights.safetensors"))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise ArtifactError(f"{str(path / 'weights.safetensors')!r} is damaged or not a safetensors file ({e})") from None
-        expected = self.model_.state_dict()
+        art = read_folder(path, MODEL)
+        self = cls(art.config)
+        self.config_ = art.config
+        self.classes_ = art.classes
+        self._index = {c: i for i, c in enumerate(art.classes)}
+        self.tokenizer_ = Tokenizer.from_config(art.config.text)
+        self.vocab_ = art.vocab
+        self.history_ = art.meta.get("history", [])
+        self.embedding_coverage_ = art.meta.get("embedding_coverage")
+        self.meta_ = art.meta
+        self.model_ = build_model(art.config.model, len(self.vocab_), len(art.classes))
+        state, expected = art.state, self.model_.state_dict()
         bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
         extra = [k for k in state if k not in expected]
         if bad or extra:
             k = (bad or extra)[0]
             got = tuple(state[k].shape) if k in state else "absent"
-            raise ArtifactError(f"{str(path)!r}: weights do not match the config: {k} has shape {got}, "
+            raise ArtifactError(f"{str(art.path)!r}: weights do not match the config: {k} has shape {got}, "
                                 f"expected {tuple(expected[k].shape) if k in expected else 'absent'}")
         self.model_.load_state_dict(state)
         self.model_.to(resolve_device(device))  # no copy when that is the CPU

@@ -222,7 +222,7 @@ def _cmd_word2vec(args) -> int:
     from .text import Tokenizer
 
     t = TextConfig()
-    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
+    tokenizer = Tokenizer.from_config(t)
     texts = [x for spec in args.data
              for x in load_data(spec, text_column=args.text_column, label_column=None, imdb_path=args.imdb_path).texts]
     log.info("word2vec: %d texts", len(texts))
@@ -447,6 +447,9 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_pred
             "export": _cmd_export, "word2vec": _cmd_word2vec, "pretrain": _cmd_pretrain}
 
 
+_LEVEL_SET = {"level": logging.NOTSET}  # the level main() last gave textrnn's logger
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -463,7 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     # textrnn's own lines at INFO; other libraries' (matplotlib's "generated new fontManager") only
     # from WARNING up, as the root logger's level leaves them
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("textrnn").setLevel(logging.WARNING if quiet else logging.INFO)
+    textrnn_log = logging.getLogger("textrnn")
+    if textrnn_log.level in (logging.NOTSET, _LEVEL_SET["level"]):  # a level set by someone else (a test) stays
+        _LEVEL_SET["level"] = logging.WARNING if quiet else logging.INFO
+        textrnn_log.setLevel(_LEVEL_SET["level"])
     try:
         return COMMANDS[args.command](args)
     except TextRNNError as e:

@@ -27,7 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tqdm.auto import tqdm
+
 from .errors import DataError, did_you_mean
+from .io import CACHE_ENV, cache_dir
+from .progress import on_terminal
 
 __all__ = [
     "CACHE_ENV",
@@ -49,7 +53,6 @@ logger = logging.getLogger("textrnn")
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # the official archive's widely published md5
 IMDB_ENV = "TEXTRNN_IMDB"
-CACHE_ENV = "TEXTRNN_CACHE_DIR"
 
 IMDB_ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 IMDB_SPLITS = ("train", "test", "unsup")
@@ -88,17 +91,6 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------------------- cache
-
-
-def cache_dir() -> Path:
-    """The cache root: ``$TEXTRNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/textrnn``, else
-    ``~/.cache/textrnn``."""
-    explicit = os.environ.get(CACHE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "textrnn"
 
 
 def _imdb_cache() -> Path:
@@ -206,8 +198,6 @@ def _file_digest(path: Path, algorithm: str) -> str:
 
 def _download(url: str, target: Path, md5: str, progress: bool = True) -> None:
     """Download ``url`` to ``target`` via a temporary file, checking its md5: never a half file."""
-    from tqdm.auto import tqdm
-
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
     tmp = Path(tmp_name)
@@ -222,7 +212,7 @@ def _download(url: str, target: Path, md5: str, progress: bool = True) -> None:
                     unit="B",
                     unit_scale=True,
                     desc="IMDB download",
-                    disable=not (progress and sys.stderr.isatty()),  # plain lines in a log: no redraws
+                    disable=not (progress and on_terminal()),  # plain lines in a log: no redraws
                 ) as bar:
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
@@ -292,15 +282,13 @@ class _CountingReader:
 
 def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
     """Review records from the archive, in one streaming pass (random access is ~6x slower)."""
-    from tqdm.auto import tqdm
-
     try:
         with open(archive, "rb") as raw, tqdm(
             total=archive.stat().st_size,
             unit="B",
             unit_scale=True,
             desc="Parsing IMDB (once)",
-            disable=not (progress and sys.stderr.isatty()),  # plain lines in a log: no redraws
+            disable=not (progress and on_terminal()),  # plain lines in a log: no redraws
         ) as bar, tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:
             for member in tar:
                 match = _REVIEW.search(member.name)
@@ -320,9 +308,7 @@ def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
 
 def _parse_folder(root: Path, progress: bool) -> Iterator[dict]:
     """Review records from an extracted ``aclImdb`` folder."""
-    from tqdm.auto import tqdm
-
-    with tqdm(desc="Parsing IMDB folder (once)", unit=" files", disable=not (progress and sys.stderr.isatty())) as bar:
+    with tqdm(desc="Parsing IMDB folder (once)", unit=" files", disable=not (progress and on_terminal())) as bar:
         for part, folder in _FOLDERS:
             directory = root / part / folder
             if not directory.is_dir():

@@ -5,7 +5,7 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``M
 :func:`init` reads it and joins the process group: gloo on CPU, NCCL on CUDA, one device per
 ``LOCAL_RANK``. Without that environment nothing here does anything: one process, no wrapper.
 
-How a run is split (see training.fit):
+How a run is split (see trainer.py):
 
 - every process reads the data and draws the same seeded batch order; process ``r`` of ``W`` trains
   on ``batches[r::W]``, with the list padded to a multiple of ``W`` (by repeating its first
@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import ConfigError
+from .runtime import resolve_device
 
 log = logging.getLogger("textrnn")
 
@@ -88,8 +89,6 @@ def init(device: str = "auto") -> Context:
     ctx = from_env()
     if not ctx.is_distributed or torch.distributed.is_initialized():
         return current()
-    from .training import resolve_device
-
     if not torch.distributed.is_available():  # pragma: no cover - builds without distributed
         raise ConfigError("This PyTorch build has no torch.distributed; run a single process instead of torchrun.")
     dev = resolve_device(device, ctx.local_rank, ctx.world_size)

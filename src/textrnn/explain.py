@@ -16,8 +16,11 @@ import html
 from typing import Any
 
 import numpy as np
+import torch
 
 from .evaluation import probabilities
+from .inference import forward
+from .runtime import autocast, inference_dtype
 from .text import UNK_ID, truncate
 
 # rows x tokens per forward pass; above it the variants go in several batches to bound memory
@@ -29,15 +32,11 @@ def forward_ids(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     or any object with a ``forward_ids`` method (the ONNX runtime's OnnxClassifier)."""
     if hasattr(clf, "forward_ids"):
         return clf.forward_ids(ids, lengths)
-    import torch
-
-    from .runtime import autocast, inference_dtype
-
     model = clf.model_
     device = next(model.parameters()).device  # the model may live on a GPU (textrnn.load(..., device=))
     dtype = inference_dtype(device, clf.config_.train.precision)  # the arithmetic of predict, so the scores match it
     with torch.inference_mode(), autocast(device, dtype):
-        return model(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)).float().cpu().numpy()
+        return forward(model, torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)).float().cpu().numpy()
 
 
 def _batched_logits(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:

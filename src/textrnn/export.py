@@ -127,7 +127,7 @@ def _stamp(path: Path, clf, model_dir) -> None:
 def parity(clf, onnx_clf: "OnnxClassifier", texts: Sequence[str] | None = None) -> float:
     """Largest absolute difference between PyTorch's and onnxruntime's logits on a batch of mixed
     lengths (texts made from the vocabulary when none are given)."""
-    from .training import predict_logits
+    from .inference import predict_logits
 
     if texts is None:
         words = clf.vocab_.tokens[2:] or ["x"]
@@ -167,7 +167,7 @@ class OnnxClassifier:
         except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, AttributeError) as e:
             raise ArtifactError(f"{str(model_dir)!r}: cannot read the model's config ({e})") from None
         t = self.config_.text
-        self.tokenizer_ = Tokenizer(lower=t.lower, strip_html=t.strip_html, normalize=t.normalize)
+        self.tokenizer_ = Tokenizer.from_config(t)
         self.vocab_ = Vocabulary.load(model_dir / "vocab.txt")
         self.history_ = self.meta_.get("history", [])
         options = ort.SessionOptions()

@@ -28,12 +28,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from ._env import cpu_profile
+from .config import ModelConfig
+from .io import cache_dir
+from .models import RNNClassifier, masked_pool
 from .runtime import cpu_info
 
 log = logging.getLogger("textrnn")
@@ -88,8 +93,6 @@ def _load() -> ctypes.CDLL | None:
     if cc is None:
         log.debug("fast RNN kernel: no C compiler; using PyTorch's recurrent layers")
         return None
-    from .datasets import cache_dir
-
     model, flags = cpu_info()
     key = "\0".join([_SOURCE.read_text(), cc, platform.machine(), model, " ".join(sorted(flags)), repr(arch_flags())])
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -123,9 +126,6 @@ def library() -> ctypes.CDLL | None:
 
 
 def _self_check() -> bool:
-    from .config import ModelConfig
-    from .models import RNNClassifier
-
     ok = True
     # the caller's random stream stays untouched, and its autocast (if any) is off for the check
     with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False):
@@ -143,8 +143,6 @@ def _self_check() -> bool:
 
 
 def _reference_pool(model, ids, lengths):
-    from .models import masked_pool
-
     out, last = model.encode(ids, lengths)
     return masked_pool(out, lengths.clamp(min=1), model.config.poolings, last)
 
@@ -159,7 +157,7 @@ def kernel_dtype() -> torch.dtype:
 def supports(model) -> bool:
     """Whether ``model`` is a recurrent classifier this kernel runs (LSTM or GRU, float32 weights)."""
     c = getattr(model, "config", None)
-    return (hasattr(model, "rnn") and c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN
+    return (isinstance(model, RNNClassifier) and c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN
             and model.embedding.weight.dtype == torch.float32 and library() is not None)
 
 
@@ -178,17 +176,29 @@ def _version(p: torch.Tensor) -> int:
         return -1
 
 
+# Per model: (key, weights) of the last dtype built, kept here, off the model, and dropped with it.
+_cache: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def forget(model: nn.Module) -> None:
+    """Drop what was built for ``model``. The cache notices weights changed by ordinary in-place
+    updates (their version counters move); a fused optimizer's step moves none, so whatever steps
+    one calls this before predicting (the trainer does, each epoch)."""
+    for m in getattr(model, "members", [model]):
+        _cache.pop(m, None)
+
+
 def _weights(model, dtype: torch.dtype) -> dict:
     """Per model and dtype, rebuilt when any weight changes: the recurrent weights transposed, and
     for the first layer each word's input gates (when the table is small enough)."""
     c = model.config
     params = [model.embedding.weight, *model.rnn.parameters()]
     key = (dtype, tuple((p.data_ptr(), _version(p)) for p in params))
-    cached = getattr(model, "_fast_rnn_cache", None)
+    cached = _cache.get(model)
     if cached is not None and cached[0] == key:
         return cached[1]
     with _lock, torch.no_grad():
-        cached = getattr(model, "_fast_rnn_cache", None)
+        cached = _cache.get(model)
         if cached is not None and cached[0] == key:
             return cached[1]
         dirs = 2 if c.bidirectional else 1
@@ -200,7 +210,7 @@ def _weights(model, dtype: torch.dtype) -> dict:
             w["b_hh"].append(b_hh.to(dtype))
             if k < dirs and small:  # (V, G): every word's input gates
                 w["table"].append(torch.addmm(b_ih.to(dtype), model.embedding.weight.to(dtype), w_ih.t().to(dtype)))
-        model._fast_rnn_cache = (key, w)
+        _cache[model] = (key, w)
         return w
 
 
@@ -259,3 +269,8 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
         x = out
     result = torch.cat([torch.cat(parts[p], dim=1) for p in c.poolings], dim=1)
     return torch.empty_like(result).index_copy_(0, order, result)  # back to the caller's order
+
+
+def forward(model: RNNClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Logits (B, C) of ``model`` (in eval mode, where ``applies``) by the kernel."""
+    return model.classify(pooled(model, ids, lengths))

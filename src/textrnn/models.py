@@ -10,16 +10,21 @@ logit (sigmoid); more get one per class (softmax).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import threading
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import fastrnn
 from .config import ModelConfig
+
+# Every forward takes two optional keywords, both for training only:
+#   generator       the torch.Generator its dropout masks come from (default: torch's global one)
+#   embedding_hook  a function through which the embedded texts (B, T, E) pass, each model's in
+#                   turn (an ensemble has several), before dropout: adversarial training reads them,
+#                   then perturbs them (pieces.py)
+Hook = Callable[[torch.Tensor], torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -28,63 +33,38 @@ def output_size(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def _thread_setting(name: str, value):
-    """Set ``name`` for this thread only (training pieces run side by side in threads), restored after."""
-    previous = getattr(_local, name, None)
-    setattr(_local, name, value)
-    try:
-        yield
-    finally:
-        setattr(_local, name, previous)
-
-
-def dropout_generator(generator: torch.Generator | None):
-    """Draw this thread's dropout masks from ``generator`` (else from torch's global one). Training
-    pieces that run side by side in threads (training.fit) each get their own, seeded in order, so
-    a run is the same whichever thread finishes first."""
-    return _thread_setting("generator", generator)
-
-
-def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """Inverted dropout (training only), its mask broadcast from ``mask_shape`` (default: x's)."""
+def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Inverted dropout (training only), its mask broadcast from ``mask_shape`` (default: x's) and
+    drawn from ``generator`` (default: torch's global one). Training pieces that run side by side
+    in threads (pieces.py) each pass their own, seeded in order, so a run is the same whichever
+    thread finishes first."""
     if p == 0:
         return x
-    generator = getattr(_local, "generator", None)
     if generator is None and mask_shape is None:
         return F.dropout(x, p, training=True)
     mask = x.new_empty(mask_shape or x.shape).bernoulli_(1 - p, generator=generator).div_(1 - p)
     return x * mask
 
 
-def embedding_hook(hook):
-    """Pass this thread's embedded inputs (B, T, E), each model's in turn (an ensemble has
-    several), through ``hook`` before dropout: adversarial training reads them, then perturbs them."""
-    return _thread_setting("embedding_hook", hook)
-
-
-def _embedded(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+def _embedded(embedding: nn.Embedding, ids: torch.Tensor, hook: Hook | None) -> torch.Tensor:
     x = embedding(ids)
-    hook = getattr(_local, "embedding_hook", None)
     return x if hook is None else hook(x)
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout, drawing from this thread's generator when one is set (see dropout_generator)."""
+    """nn.Dropout, drawing from ``generator`` when one is given."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p) if self.training else x
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return dropout(x, self.p, generator=generator) if self.training else x
 
 
 class SpatialDropout(nn.Dropout):
     """Drops whole embedding channels for a whole text (Keras' SpatialDropout1D): dropping single
     positions would let the recurrent layer see through the gaps."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, E)
-        return dropout(x, self.p, (x.size(0), 1, x.size(2))) if self.training else x
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:  # x: (B, T, E)
+        return dropout(x, self.p, (x.size(0), 1, x.size(2)), generator) if self.training else x
 
 
 def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str],
@@ -119,16 +99,12 @@ class RNNClassifier(nn.Module):
         self.dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
 
-    def train(self, mode: bool = True) -> RNNClassifier:
-        if mode:  # weights are about to change, maybe by a fused optimizer that bumps no version counter
-            self.__dict__.pop("_fast_rnn_cache", None)
-        return super().train(mode)
-
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+               embedding_hook: Hook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
-        x = self.embedding_dropout(_embedded(self.embedding, ids))  # (B, T, E)
+        x = self.embedding_dropout(_embedded(self.embedding, ids, embedding_hook), generator)  # (B, T, E)
         # nn.LSTM's own dropout between layers draws from the global generator: not in training
         inner_dropout = self.training and self.config.num_layers > 1 and self.config.dropout > 0
         if bool((lengths == T).all()) and not inner_dropout:
@@ -138,9 +114,10 @@ class RNNClassifier(nn.Module):
             # h_n: (layers*dirs, B, H) -> the top layer's final state of each direction
             last = h.view(self.config.num_layers, dirs, B, -1)[-1].transpose(0, 1).reshape(B, -1)  # (B, dirs*H)
             return out, last
-        return self._encode_mixed(x, lengths)
+        return self._encode_mixed(x, lengths, generator)
 
-    def _encode_mixed(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_mixed(self, x: torch.Tensor, lengths: torch.Tensor,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts of different lengths, post-padded, without packing (packed input leaves PyTorch's
         fast CPU path: measured 1.7-2.3x slower at inference). The forward direction reads real
         tokens before any pad, so its states up to each length are exact; the backward direction
@@ -165,7 +142,7 @@ class RNNClassifier(nn.Module):
                 parts.append(out)
             x = torch.cat(parts, dim=2)  # (B, T, dirs*H)
             if layer < c.num_layers - 1 and c.dropout and self.training:
-                x = dropout(x, c.dropout)
+                x = dropout(x, c.dropout, generator=generator)
         out = x * valid.unsqueeze(-1).to(x.dtype)  # zero past each length, as packing would
         H = c.hidden_size
         last = [out[:, :, :H].gather(1, (lengths - 1).view(B, 1, 1).expand(B, 1, H)).squeeze(1)]  # (B, H)
@@ -173,13 +150,14 @@ class RNNClassifier(nn.Module):
             last.append(out[:, 0, H:])  # the backward direction ends at the first token
         return out, torch.cat(last, dim=1)  # (B, T, dirs*H), (B, dirs*H)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if fastrnn.applies(self, ids):  # CPU inference, LSTM or GRU, a batch of texts
-            pooled = fastrnn.pooled(self, ids, lengths)
-        else:
-            out, last = self.encode(ids, lengths)
-            pooled = masked_pool(out, lengths.clamp(min=1), self.config.poolings, last)  # (B, P)
-        return self.head(self.dropout(pooled))  # (B, C)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+                embedding_hook: Hook | None = None) -> torch.Tensor:
+        out, last = self.encode(ids, lengths, generator, embedding_hook)
+        return self.classify(masked_pool(out, lengths.clamp(min=1), self.config.poolings, last), generator)
+
+    def classify(self, pooled: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The head on pooled states (B, P) -> logits (B, C); inference.py feeds it fastrnn's pooling."""
+        return self.head(self.dropout(pooled, generator))  # (B, C)
 
 
 class BagOfEmbeddings(nn.Module):
@@ -196,10 +174,11 @@ class BagOfEmbeddings(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, output_size(num_classes))
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.embedding_dropout(_embedded(self.embedding, ids))  # (B, T, E)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+                embedding_hook: Hook | None = None) -> torch.Tensor:
+        x = self.embedding_dropout(_embedded(self.embedding, ids, embedding_hook), generator)  # (B, T, E)
         pooled = masked_pool(x, lengths.clamp(min=1), self.poolings)  # (B, P*E)
-        return self.head(self.dropout(torch.relu(self.hidden(pooled))))  # (B, C)
+        return self.head(self.dropout(torch.relu(self.hidden(pooled)), generator))  # (B, C)
 
 
 class Ensemble(nn.Module):
@@ -214,8 +193,9 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(RNNClassifier(dataclasses.replace(config, cell=cell), vocab_size, num_classes)
                                      for cell in config.cells)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([m(ids, lengths) for m in self.members])  # (M, B, C)
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
+                embedding_hook: Hook | None = None) -> torch.Tensor:
+        logits = torch.stack([m(ids, lengths, generator, embedding_hook) for m in self.members])  # (M, B, C)
         return logits if self.training else logits.mean(0)  # (M, B, C) | (B, C)
 
 

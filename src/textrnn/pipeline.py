@@ -7,7 +7,7 @@ A run directory::
     RUN/history.json    one row per epoch
     RUN/config.toml     the resolved config (data paths made absolute), to rerun with --config
     RUN/checkpoint/     while training: config.toml and the checkpoint to resume from (see
-                        training.py); removed once the model and reports are written
+                        checkpoint.py); removed once the model and reports are written
 """
 
 from __future__ import annotations
@@ -24,32 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, distributed, runtime
+from . import __version__, distributed, plots, runtime
+from .checkpoint import STATE_FILE
 from .classifier import TextClassifier, _normalize_labels, match_labels
 from .config import Config
+from .datasets import load_data, sample, train_validation_split
 from .errors import ArtifactError, CheckpointError, ConfigError, DataError
 from .evaluation import compute_metrics, format_report
+from .io import write_json, write_text
+from .pretrain import pretrained_encoder, word2vec_vectors
+from .runtime import resolve_device
 
 log = logging.getLogger("textrnn")
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Atomic: a reader never sees half a file, a crash never leaves one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Atomic, as write_text."""
-    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def environment() -> dict:
@@ -70,8 +56,6 @@ def environment() -> dict:
 
 
 def load_split(spec: str | None, config: Config):
-    from .datasets import load_data
-
     if not spec:
         return None
     d = config.data
@@ -80,8 +64,6 @@ def load_split(spec: str | None, config: Config):
 
 def prepare_data(config: Config):
     """(train, validation, test) datasets; validation is a stratified, seeded part of train."""
-    from .datasets import sample, train_validation_split
-
     train = load_split(config.data.train, config)
     if config.data.limit and config.data.limit < len(train.texts):
         train = sample(train, config.data.limit, config.train.seed)
@@ -90,44 +72,6 @@ def prepare_data(config: Config):
         train, val = train_validation_split(train.texts, train.labels, config.data.validation_split, config.train.seed)
     test = load_split(config.data.test, config)
     return train, val, test
-
-
-def word2vec_vectors(config: Config, texts: list[str]) -> Path:
-    """Word vectors trained on ``texts`` plus the unlabelled ``config.model.word2vec_data``, in
-    the word2vec text format, cached by content: the same texts and settings train only once."""
-    import hashlib
-
-    from .datasets import cache_dir, load_data
-    from .embeddings import train_word2vec
-    from .text import Tokenizer, tokenize_cached
-
-    d = config.data
-    extra = load_data(config.model.word2vec_data, text_column=d.text_column, label_column=None,
-                      imdb_path=d.imdb_path, encoding=d.encoding)  # unlabelled: no label column needed
-    t, m = config.text, config.model
-    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
-    corpora = [tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
-               tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens")]
-    key = hashlib.blake2b(digest_size=16)
-    key.update(json.dumps([m.embedding_dim, m.word2vec_epochs, tokenizer.to_dict(), config.train.seed]).encode())
-    for c in corpora:
-        key.update(c.ids.tobytes())
-        key.update(c.offsets.tobytes())
-        key.update("\n".join(c.types).encode())
-    path = cache_dir() / "vectors" / f"word2vec-{key.hexdigest()}.txt"
-    if path.is_file():
-        log.info("word2vec: reusing %s", path)
-        return path
-
-    def sentences():
-        for c in corpora:
-            types = np.array(c.types, dtype=object)
-            for start, end in zip(c.offsets[:-1], c.offsets[1:]):
-                yield types[c.ids[start:end]].tolist()
-
-    log.info("word2vec: training %d-dimensional vectors on %d texts", m.embedding_dim, sum(len(c) for c in corpora))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return train_word2vec(sentences(), path, dim=m.embedding_dim, epochs=m.word2vec_epochs, seed=config.train.seed)
 
 
 def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> Path:
@@ -181,8 +125,6 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     return ``{"rank": r, "world_size": W}``."""
     output = check_output(output, overwrite, resume)
     ctx = distributed.init(config.train.device)  # nothing to do without torchrun
-    from .training import resolve_device
-
     resolve_device(config.train.device, ctx.local_rank, ctx.world_size)  # no GPU for "cuda": say so before the data
     progress = progress and ctx.is_main
     t0 = time.perf_counter()
@@ -199,8 +141,6 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         t_data += time.perf_counter() - t_vec
     t_pretrain = 0.0
     if config.model.pretrain_data and not config.model.pretrained_encoder:
-        from .pretrain import pretrained_encoder
-
         t_pre = time.perf_counter()
         with distributed.main_first():  # pretrained once, by rank 0; the others read its cache
             config = config.override({"model.pretrained_encoder": str(pretrained_encoder(config, train.texts, progress))})
@@ -263,8 +203,6 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
 def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
     """Continue the interrupted run in ``run_dir`` with its saved config and checkpoint; the
     model is the same as an uninterrupted run would have made."""
-    from .training import STATE_FILE
-
     run = Path(run_dir)
     if not run.is_dir():
         raise CheckpointError(f"Run directory not found: {str(run)!r}")
@@ -332,7 +270,6 @@ def compare_run(config: Config, output: str | Path | None = None, progress: bool
     result = {"config": config.to_dict(), "environment": environment(), "models": rows}
     if output is not None:
         write_json(Path(output) / "compare.json", result)
-        from . import plots
 
         if not plots.available():
             log.info("compare.png skipped: matplotlib is not installed (pip install 'textrnn[plots]')")
@@ -347,8 +284,6 @@ def compare_run(config: Config, output: str | Path | None = None, progress: bool
 def write_run_plots(output: Path, history, test_metrics=None, y_test=None, proba_test=None, classes=None) -> list[Path]:
     """learning_curves.png, confusion_matrix.png and (two classes) roc.png in the run directory;
     a log line instead when matplotlib is missing. A plot that fails never fails the run."""
-    from . import plots
-
     try:
         return plots.run_plots(output, history, test_metrics, y_test, proba_test, classes)
     except Exception as e:  # noqa: BLE001 - the model and metrics are already saved

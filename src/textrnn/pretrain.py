@@ -47,17 +47,20 @@ import torch.nn as nn
 
 from . import __version__
 from .config import Config, ModelConfig, TrainConfig, check_pretrainable
+from .datasets import load_data
+from .embeddings import train_word2vec
 from .errors import ArtifactError, ConfigError, DataError, TextRNNError
+from .io import ENCODER as ENCODER_FOLDER
+from .io import atomic_folder, cache_dir, content_key, read_folder, save_tensors
 from .models import _CELLS, RNNClassifier, SpatialDropout
-from .text import PAD_ID, TokenizedCorpus, Tokenizer, Vocabulary, progress, tokenize_cached
-from .training import (ENCODER, compute_dtype, make_optimizer, make_schedule, resolve_device, seed_everything,
-                       set_threads)
+from .optim import ENCODER, make_optimizer, make_schedule
+from .progress import track
+from .runtime import compute_dtype, resolve_device, seed_everything, set_threads
+from .text import PAD_ID, TokenizedCorpus, Tokenizer, Vocabulary, tokenize_cached
 
 log = logging.getLogger("textrnn")
 
-FORMAT = "textrnn-encoder"
-FORMAT_VERSION = 1
-FILES = ("config.json", "vocab.txt", "weights.safetensors")
+FORMAT, FORMAT_VERSION, FILES = ENCODER_FOLDER.format, ENCODER_FOLDER.version, ENCODER_FOLDER.files
 _RUN = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 CLIP_GRAD_NORM = 1.0  # fixed, not train.clip_grad_norm: a fine-tuning setting must not retrain the encoder
 
@@ -213,7 +216,7 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
         total, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         pairs = zip(*(chunks(r, m.pretrain_bptt) for r in readings(data, lm.directions)))
         if show_progress:
-            pairs = progress(pairs, steps, f"pretrain {epoch}/{m.pretrain_epochs}", " chunks", data.numel())
+            pairs = track(pairs, steps, f"pretrain {epoch}/{m.pretrain_epochs}", " chunks", data.numel())
         for step, pair in enumerate(pairs, 1):
             loss = 0.0
             for d, (x, y) in enumerate(pair):
@@ -281,7 +284,7 @@ def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.Pa
              "vocabulary %d", "bidirectional " if m.bidirectional else "", m.cell.upper(), m.embedding_dim,
              m.hidden_size, m.num_layers, len(corpus), len(stream), len(vocab))
     history = fit_language_model(lm, stream, config, progress)
-    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
+    tokenizer = Tokenizer.from_config(t)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "config": config.to_dict(), "pretrain": pretrain_settings(config, tokenizer), "tokenizer": tokenizer.to_dict(),
@@ -293,37 +296,59 @@ def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.Pa
 def pretrain_texts(texts: list[str], config: Config, output: str | os.PathLike, progress: bool = True,
                    overwrite: bool = False) -> Path:
     """``pretrain`` on raw texts (the ``textrnn pretrain`` command)."""
-    from .datasets import cache_dir
-
     t = config.text
     cache = cache_dir() / "tokens" if config.data.cache_tokens else None
-    return pretrain([tokenize_cached(texts, Tokenizer(t.lower, t.strip_html, t.normalize), cache)], config, output,
+    return pretrain([tokenize_cached(texts, Tokenizer.from_config(t), cache)], config, output,
                     progress, overwrite)
+
+
+def with_unlabelled(config: Config, texts: list[str], spec: str) -> tuple[Tokenizer, list[TokenizedCorpus]]:
+    """The training texts and the unlabelled texts of ``spec`` (any data spec: "imdb:unsup", a
+    file), tokenized through the token cache."""
+    d = config.data
+    extra = load_data(spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path,
+                      encoding=d.encoding)  # unlabelled: no label column needed
+    tokenizer = Tokenizer.from_config(config.text)
+    return tokenizer, [tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
+                       tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens")]
+
+
+def corpora_key(settings, corpora: list[TokenizedCorpus]) -> str:
+    """The cache key of what is learnt from ``corpora`` with ``settings``: same texts, same key."""
+    return content_key(settings, *(a for c in corpora for a in (c.ids, c.offsets, "\n".join(c.types))))
 
 
 def pretrained_encoder(config: Config, texts: list[str], progress: bool = True) -> Path:
     """An encoder pretrained on ``texts`` plus the unlabelled ``config.model.pretrain_data``,
     cached by content (token ids, settings, seed): the same texts and settings train only once."""
-    import hashlib
-
-    from .datasets import cache_dir, load_data
-
-    d, t = config.data, config.text
-    extra = load_data(config.model.pretrain_data, text_column=d.text_column, label_column=None,
-                      imdb_path=d.imdb_path, encoding=d.encoding)  # unlabelled: no label column needed
-    tokenizer = Tokenizer(t.lower, t.strip_html, t.normalize)
-    corpora = [tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
-               tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens")]
-    key = hashlib.blake2b(json.dumps(pretrain_settings(config, tokenizer), sort_keys=True).encode(), digest_size=16)
-    for c in corpora:
-        key.update(c.ids.tobytes())
-        key.update(c.offsets.tobytes())
-        key.update("\n".join(c.types).encode())
-    path = cache_dir() / "encoders" / f"encoder-{key.hexdigest()}"
+    tokenizer, corpora = with_unlabelled(config, texts, config.model.pretrain_data)
+    path = cache_dir() / "encoders" / f"encoder-{corpora_key(pretrain_settings(config, tokenizer), corpora)}"
     if (path / "config.json").is_file():  # the folder is renamed into place whole: if it is there, it is complete
         log.info("pretrain: reusing %s", path)
         return path
     return pretrain(corpora, config, path, progress, overwrite=True)
+
+
+def word2vec_vectors(config: Config, texts: list[str]) -> Path:
+    """Word vectors trained on ``texts`` plus the unlabelled ``config.model.word2vec_data``, in
+    the word2vec text format, cached by content: the same texts and settings train only once."""
+    m = config.model
+    tokenizer, corpora = with_unlabelled(config, texts, m.word2vec_data)
+    key = corpora_key([m.embedding_dim, m.word2vec_epochs, tokenizer.to_dict(), config.train.seed], corpora)
+    path = cache_dir() / "vectors" / f"word2vec-{key}.txt"
+    if path.is_file():
+        log.info("word2vec: reusing %s", path)
+        return path
+
+    def sentences():
+        for c in corpora:
+            types = np.array(c.types, dtype=object)
+            for start, end in zip(c.offsets[:-1], c.offsets[1:]):
+                yield types[c.ids[start:end]].tolist()
+
+    log.info("word2vec: training %d-dimensional vectors on %d texts", m.embedding_dim, sum(len(c) for c in corpora))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return train_word2vec(sentences(), path, dim=m.embedding_dim, epochs=m.word2vec_epochs, seed=config.train.seed)
 
 
 # ------------------------------------------------------------------------------- the folder
@@ -331,14 +356,10 @@ def pretrained_encoder(config: Config, texts: list[str], progress: bool = True) 
 def save_encoder(path: str | os.PathLike, meta: dict, vocab: Vocabulary, state: dict[str, torch.Tensor],
                  overwrite: bool = False) -> Path:
     """Write the folder atomically: a temporary sibling renamed into place (the old one kept on failure)."""
-    from safetensors.torch import save_file
-
-    from .classifier import atomic_folder
-
     with atomic_folder(path, overwrite, what="another --output") as tmp:
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         vocab.save(tmp / "vocab.txt")
-        save_file(state, str(tmp / "weights.safetensors"), metadata={"format": FORMAT})
+        save_tensors(state, tmp / "weights.safetensors", FORMAT)
     return Path(path)
 
 
@@ -378,27 +399,6 @@ class Encoder:
 
 
 def load_encoder(path: str | os.PathLike) -> Encoder:
-    """Read an encoder folder. Never unpickles; a damaged or foreign folder is an ArtifactError."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"Pretrained encoder folder not found: {str(path)!r} (write one with textrnn pretrain)")
-    missing = [f for f in FILES if not (path / f).is_file()]
-    if missing:
-        raise ArtifactError(f"{str(path)!r} is not a complete textrnn encoder: missing {', '.join(missing)}")
-    try:
-        meta = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        vocab = Vocabulary.load(path / "vocab.txt")
-        state = load_file(str(path / "weights.safetensors"))
-    except (ValueError, UnicodeDecodeError, SafetensorError, OSError, RuntimeError, ArtifactError) as e:
-        raise ArtifactError(f"{str(path)!r} is a damaged encoder folder ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{str(path)!r} is not a textrnn encoder (config.json has format="
-                            f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ArtifactError(f"{str(path)!r} was written by a newer textrnn (format_version={version!r}; this textrnn "
-                            f"{__version__} reads up to {FORMAT_VERSION}). Upgrade textrnn to use it.")
-    return Encoder(path, meta, vocab, state)
+    """Read an encoder folder, with the checks of every saved folder (io.read_folder)."""
+    art = read_folder(path, ENCODER_FOLDER)
+    return Encoder(art.path, art.meta, art.vocab, art.state)

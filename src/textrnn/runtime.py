@@ -13,6 +13,9 @@ import functools
 import logging
 import os
 import platform
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -189,3 +192,35 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+# torch's intra-op thread count, process-wide: pools open now, and the count to restore after the last
+_pinned_lock = threading.Lock()
+_pinned = {"holders": 0, "threads": 1}
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``workers`` threads, each running its batches on one core (torch's intra-op threads
+    set to 1, restored after; ``None`` for one worker). On 2 cores two batches of 64 side by side
+    predict 1.5-2x the reviews/s of one batch at a time on both cores: a 64-row recurrent step is
+    too small to share out (benchmarks/results/cpu-notes-2026-11-27.md). Held for a whole fit (see
+    pieces.workers): changing the thread count every step would rebuild oneDNN's kernels. torch's
+    thread count is one per process, so pools opened at once from several threads (a server's
+    requests) share the setting: the last to close restores it."""
+    if workers <= 1:
+        yield None
+        return
+    with _pinned_lock:
+        if _pinned["holders"] == 0:
+            _pinned["threads"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _pinned["holders"] += 1
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="textrnn-worker") as pool:
+            yield pool
+    finally:
+        with _pinned_lock:
+            _pinned["holders"] -= 1
+            if _pinned["holders"] == 0:
+                torch.set_num_threads(_pinned["threads"])

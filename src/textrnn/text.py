@@ -12,11 +12,12 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .errors import ArtifactError, ConfigError, expected_one_of
+from .progress import track
 
 PAD, UNK = "<pad>", "<unk>"
 SPECIALS = (PAD, UNK)
@@ -67,6 +68,11 @@ class Tokenizer:
 
     def to_dict(self) -> dict:
         return {"lower": self.lower, "strip_html": self.strip_html, "normalize": self.normalize}
+
+    @classmethod
+    def from_config(cls, text: Any) -> "Tokenizer":
+        """The tokenizer of a ``TextConfig`` (its lower, strip_html and normalize)."""
+        return cls(lower=text.lower, strip_html=text.strip_html, normalize=text.normalize)
 
 
 class Vocabulary:
@@ -171,20 +177,6 @@ def encode_texts(texts: Iterable[str], tokenizer: Tokenizer, vocab: Vocabulary, 
     return out
 
 
-def progress(iterable, total: int, desc: str, unit: str = " texts", texts: int | None = None):
-    """A tqdm bar around long work (``texts``, default ``total``, of 5,000 or more), on a terminal
-    only and only when textrnn's logger speaks at INFO (the CLI's --quiet silences it); otherwise
-    the iterable itself, at no cost."""
-    import logging
-    import sys
-
-    if (total if texts is None else texts) < 5000 or not sys.stderr.isatty() or not logging.getLogger("textrnn").isEnabledFor(logging.INFO):
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
-
-
 class TokenizedCorpus:
     """Texts tokenized once, as ids into a corpus-wide list of distinct tokens.
 
@@ -208,7 +200,7 @@ class TokenizedCorpus:
         flat: list[int] = []
         offsets = [0]
         total = len(texts) if hasattr(texts, "__len__") else 0
-        for text in progress(texts, total, "tokenizing"):
+        for text in track(texts, total, "tokenizing"):
             # setdefault(t, len(index)) gives a new token the next free id
             flat.extend([setdefault(t, len(index)) for t in tokenizer(text)])
             offsets.append(len(flat))
