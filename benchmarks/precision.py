@@ -1,4 +1,4 @@
-"""float32 against bfloat16 (``train.precision``) on IMDB: validation accuracy and training speed.
+"""float32 against bfloat16 (``runtime.precision``) on IMDB: validation accuracy and training speed.
 
     python benchmarks/precision.py [--recipes seed,default,imdb_fast] [--imdb PATH]
 
@@ -34,7 +34,7 @@ def run(recipe: str, precision: str, imdb: str, cache: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TEXTRNN_IMDB": imdb, "TEXTRNN_CACHE_DIR": cache, "PYTHONPATH": str(REPO / "src")}
         argv = [sys.executable, "-m", "textrnn", "train", "--test", "none", "--output", str(Path(tmp) / "run"),
-                "--quiet", "--set", f"train.precision={precision}"]
+                "--quiet", "--set", f"runtime.precision={precision}"]
         if config.exists():
             argv += ["--config", str(config)]
         print("+", " ".join(argv[1:]), flush=True)

@@ -53,7 +53,7 @@ def train(name: str, processes: int, batch_size: int, args, workdir: Path, env: 
     out = workdir / name
     cli = ["train", "--train", "imdb:train", "--limit", str(args.limit), "--test", "none", "-o", str(out), "--quiet",
            "--set", f"train.epochs={args.epochs}", "--set", f"train.batch_size={batch_size}",
-           "--set", "train.num_threads=1", "--set", "train.early_stopping_patience=none", "--set", f"train.seed={args.seed}"]
+           "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none", "--set", f"train.seed={args.seed}"]
     cmd = (torchrun(processes) + ["-m", "textrnn"] if processes > 1 else [sys.executable, "-m", "textrnn"]) + cli
     print("+", name, " ".join(cmd[1:]), flush=True)
     t = time.perf_counter()

@@ -89,7 +89,7 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
         if test_x is None:
             test_x = clf._encode_many(test.texts)
         y = clf._targets(test.labels)
-        logits = predict_logits(clf.model_, test_x, 512, config.train.precision)
+        logits = predict_logits(clf.model_, test_x, 512, config.runtime.precision)
         acc = float(((logits[:, 0] > 0).astype(int) == y).mean())
         eval_time += time.perf_counter() - t
         epochs_out.append({"epoch": row["epoch"], "epoch_seconds": row["seconds"], "train_tokens_per_s": row["tokens_per_s"],
@@ -99,9 +99,9 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
     clf.fit(tr.texts, tr.labels, validation_data=(val.texts, val.labels), progress=False, on_epoch_end=on_epoch_end)
     reached = next((e["wall_seconds_since_start_excl_eval"] for e in epochs_out if e["test_accuracy"] >= target), None)
     # prediction throughput on encoded reviews at batch 512 (the peer's model.predict does the same)
-    predict_logits(clf.model_, test_x[:600], 512, config.train.precision)
+    predict_logits(clf.model_, test_x[:600], 512, config.runtime.precision)
     t = time.perf_counter()
-    predict_logits(clf.model_, test_x, 512, config.train.precision)
+    predict_logits(clf.model_, test_x, 512, config.runtime.precision)
     predict_seconds = time.perf_counter() - t
     t = time.perf_counter()
     clf.predict_proba(test.texts[:5000], batch_size=512)
@@ -127,7 +127,7 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
                            "review_tokens": int(np.median(lengths))},
             "recurrent_flops_per_token": recurrent_flops_per_token(m),
             "parameters": sum(p.numel() for p in clf.model_.parameters()),
-            "compute_dtype": str(compute_dtype(device_of(clf.model_), config.train.precision)),
+            "compute_dtype": str(compute_dtype(device_of(clf.model_), config.runtime.precision)),
             "torch_threads": torch.get_num_threads(), "peak_rss_mb": _rss_mb()}
 
 
@@ -147,7 +147,7 @@ def recurrent_flops_per_token(m) -> float:
 
 def side_matmul() -> dict:
     """The matrix-multiply peak of the device the training sides use (the CPU, or the GPU that
-    train.device "auto" picks): fp32, the precision textrnn trains in (TF32 off on a GPU)."""
+    runtime.device "auto" picks): fp32, the precision textrnn trains in (TF32 off on a GPU)."""
     import textrnn  # noqa: F401  (same OpenMP settings as the training sides)
     import torch
 

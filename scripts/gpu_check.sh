@@ -59,8 +59,8 @@ cp /tmp/gpu-speed/speed-*-cuda.json "$OUT/" 2>/dev/null || cp /tmp/gpu-speed/spe
 #    fine-tuned two ways with the test split left out; the one better on validation is tested once.
 say "imdb_best_gpu"
 if [ -n "$QUICK" ]; then
-    BEST=(--limit 300 --set model.pretrain_max_tokens=20000 --set model.hidden_size=16 --set model.embedding_dim=16
-          --set train.epochs=1 --set train.device=auto)
+    BEST=(--limit 300 --set pretrain.max_tokens=20000 --set model.hidden_size=16 --set model.embedding_dim=16
+          --set train.epochs=1 --set runtime.device=auto)
 else
     BEST=()
 fi

@@ -163,7 +163,7 @@ CASES = {
                             r"Received: 'modle.cell'. Did you mean 'model'\?"),
     "set-without-equals": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.epochs"),
                            r"Overrides look like section.key=value. Received: 'train.epochs'"),
-    "set-checkpoint-every-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.checkpoint_every=0"),
+    "set-checkpoint-every-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "runtime.checkpoint_every=0"),
                                   r"checkpoint_every must be greater than 0. Received: checkpoint_every=0"),
     "limit-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--limit", "0"), r"limit must be greater than 0. Received: limit=0"),
     # command-line arguments

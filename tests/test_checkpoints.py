@@ -33,8 +33,8 @@ from conftest import slow_cli_child, tiny_sentiment
 SRC = Path(__file__).resolve().parents[1] / "src"
 # 48 training rows / batch 4 = 12 steps an epoch; a checkpoint every 5 steps and at each epoch end.
 RUN_FLAGS = ["--set", "model.embedding_dim=8", "--set", "model.hidden_size=8", "--set", "model.dropout=0.3",
-             "--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "train.checkpoint_every=5",
-             "--set", "train.num_threads=1", "--set", "train.early_stopping_patience=none",
+             "--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "runtime.checkpoint_every=5",
+             "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none",
              "--set", "text.min_freq=1", "--set", "data.validation_split=0.2", "--quiet"]
 # The child: the real CLI, each batch slowed down so the parent can interrupt it mid-epoch.
 CHILD = slow_cli_child(0.05)

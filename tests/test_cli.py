@@ -149,8 +149,8 @@ def test_output_to_a_file_is_plain_lines_without_other_libraries_chatter(run, tm
 def test_bfloat16_training_on_a_cpu_without_it_is_one_line(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TEXTRNN_CPU", "avx2")  # read where the CPU's features are read: no native bfloat16
     code = main(["train", "--train", str(run / "train.csv"), "--text-column", "review", "--label-column", "stars",
-                 "--output", str(tmp_path / "run"), *TINY, "--set", "train.precision='bfloat16'"])
+                 "--output", str(tmp_path / "run"), *TINY, "--set", "runtime.precision='bfloat16'"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith("textrnn train: error: train.precision='bfloat16' needs native bfloat16, but this CPU")
+    assert err.startswith("textrnn train: error: runtime.precision='bfloat16' needs native bfloat16, but this CPU")
     assert not (tmp_path / "run").exists()

@@ -31,8 +31,8 @@ from textrnn.distributed import shard
 SRC = Path(__file__).resolve().parents[1] / "src"
 FLAGS = ["--set", "model.embedding_dim=16", "--set", "model.hidden_size=16", "--set", "train.epochs=3",
          "--set", "train.learning_rate=0.02", "--set", "train.schedule=constant", "--set", "text.min_freq=1",
-         "--set", "train.num_threads=1", "--set", "train.early_stopping_patience=none",
-         "--set", "train.checkpoint_every=4", "--quiet"]
+         "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none",
+         "--set", "runtime.checkpoint_every=4", "--quiet"]
 # The child for the kill test: the real CLI under torchrun, each batch slowed down.
 SLOW_CHILD = slow_cli_child(0.1)
 

@@ -1,4 +1,4 @@
-"""train.micro_batch_tokens: on a CPU a long batch runs in pieces whose gradients add up to the
+"""runtime.micro_batch_tokens: on a CPU a long batch runs in pieces whose gradients add up to the
 whole batch's, so training takes the same steps (only faster)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from textrnn import TextClassifier
-from textrnn.config import TrainConfig
+from textrnn.config import RuntimeConfig
 from textrnn.errors import ConfigError
 from textrnn.pieces import micro_batches
 
@@ -38,4 +38,4 @@ def test_a_batch_in_pieces_trains_the_same_weights():
 
 def test_the_budget_is_checked():
     with pytest.raises(ConfigError, match="micro_batch_tokens must be greater than 0"):
-        TrainConfig(micro_batch_tokens=0)
+        RuntimeConfig(micro_batch_tokens=0)

@@ -1,4 +1,4 @@
-"""train.precision (float32, bfloat16, auto) and CPU prediction with one batch per core."""
+"""runtime.precision (float32, bfloat16, auto) and CPU prediction with one batch per core."""
 
 import warnings
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from textrnn import TextClassifier
-from textrnn.config import TrainConfig
+from textrnn.config import RuntimeConfig
 from textrnn.errors import ConfigError
 from textrnn import pieces, runtime, trainer
 from textrnn.runtime import compute_dtype, inference_dtype
@@ -33,8 +33,8 @@ def test_bfloat16_on_a_cpu_without_it_stops_training_and_predicts_in_float32(mon
     """oneDNN's bfloat16 LSTM does not run on AVX2: training says so in one line; a model trained
     in bfloat16 elsewhere still predicts here, in float32, with one line saying so."""
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-    with pytest.raises(ConfigError, match=r"^train.precision='bfloat16' needs native bfloat16, but this CPU .* "
-                                          r"Use train.precision='auto'") as e:
+    with pytest.raises(ConfigError, match=r"^runtime.precision='bfloat16' needs native bfloat16, but this CPU .* "
+                                          r"Use runtime.precision='auto'") as e:
         compute_dtype(CPU, "bfloat16")
     assert "\n" not in str(e.value)
     monkeypatch.setattr(runtime, "_warned", set())
@@ -46,13 +46,13 @@ def test_bfloat16_on_a_cpu_without_it_stops_training_and_predicts_in_float32(mon
     with pytest.raises(ConfigError, match="needs native bfloat16"):
         TextClassifier(**{**SETTINGS, "epochs": 1}, precision="bfloat16").fit(texts, labels, progress=False)
     clf = TextClassifier(**{**SETTINGS, "epochs": 1}, precision="float32").fit(texts, labels, progress=False)
-    clf.config_.train.precision = "bfloat16"  # as a model trained on a CPU with bfloat16 is saved
+    clf.config_.runtime.precision = "bfloat16"  # as a model trained on a CPU with bfloat16 is saved
     assert clf.predict_proba(texts).shape == (len(texts), 2)
 
 
 def test_an_unknown_precision_is_refused_by_name():
     with pytest.raises(ConfigError, match=r"precision='fp16'"):
-        TrainConfig(precision="fp16")
+        RuntimeConfig(precision="fp16")
     with pytest.raises(ConfigError, match=r"precision='half'"):
         compute_dtype(CPU, "half")
 

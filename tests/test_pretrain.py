@@ -16,8 +16,8 @@ from conftest import tiny_sentiment
 from test_cli import write_csv
 
 WORDS = "the a film movie good bad great awful plot acting music was is and it loved hated cast story end".split()
-SMALL = {"model.embedding_dim": 12, "model.hidden_size": 12, "model.pretrain_bptt": 8, "model.pretrain_batch_size": 8,
-         "model.pretrain_learning_rate": 0.02, "text.min_freq": 1, "train.num_threads": 1, "train.device": "cpu"}
+SMALL = {"model.embedding_dim": 12, "model.hidden_size": 12, "pretrain.bptt": 8, "pretrain.batch_size": 8,
+         "pretrain.learning_rate": 0.02, "text.min_freq": 1, "runtime.num_threads": 1, "runtime.device": "cpu"}
 FLAGS = [x for k, v in SMALL.items() for x in ("--set", f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")]
 
 
@@ -38,7 +38,7 @@ def unlabelled(tmp_path, texts) -> str:
 def encoder(tmp_path_factory):
     """A bidirectional LSTM encoder pretrained on cycle texts plus the sentiment texts."""
     out = tmp_path_factory.mktemp("enc") / "encoder"
-    config = Config().override({**SMALL, "model.pretrain_epochs": 3})
+    config = Config().override({**SMALL, "pretrain.epochs": 3})
     return pretrain_texts(cycle_texts() + tiny_sentiment(20)[0], config, out, progress=False), config
 
 
@@ -59,12 +59,12 @@ def test_the_transfer_is_exact(model, tmp_path, monkeypatch):
     import textrnn.classifier as C
     from textrnn.classifier import TextClassifier
 
-    config = Config().override({**SMALL, **model, "model.pretrain_epochs": 1})
+    config = Config().override({**SMALL, **model, "pretrain.epochs": 1})
     path = pretrain_texts(cycle_texts(60) + tiny_sentiment(4)[0], config, tmp_path / "enc", progress=False)
     enc = load_encoder(path)
     monkeypatch.setattr(C, "fit_model", lambda *a, **k: [])  # initialise only
     texts, labels = tiny_sentiment(6)
-    clf = TextClassifier(config.override({"model.pretrained_encoder": str(path)})).fit(texts, labels)
+    clf = TextClassifier(config.override({"pretrain.encoder": str(path)})).fit(texts, labels)
     assert clf.vocab_.tokens == enc.vocab.tokens
     state = clf.model_.state_dict()
     assert set(enc.state) == {k for k in state if k.split(".")[0] in ("embedding", "rnn")}
@@ -112,13 +112,13 @@ def test_the_backward_reading_targets_the_previous_token():
 def test_bidirectional_with_two_layers_is_refused(tmp_path, capsys):
     message = "bidirectional model needs num_layers=1"
     with pytest.raises(ConfigError, match=message):
-        Config().override({"model.pretrain_data": "imdb:unsup", "model.num_layers": 2})
+        Config().override({"pretrain.data": "imdb:unsup", "model.num_layers": 2})
     with pytest.raises(ConfigError, match=message):
         LanguageModel(Config().override({"model.num_layers": 2}).model, 10)
     with pytest.raises(ConfigError, match="needs model.arch='rnn' and a single model.cell"):
-        Config().override({"model.pretrain_data": "imdb:unsup", "model.arch": "mlp"})
+        Config().override({"pretrain.data": "imdb:unsup", "model.arch": "mlp"})
     with pytest.raises(ConfigError, match="both initialise the embedding"):
-        Config().override({"model.pretrain_data": "imdb:unsup", "model.word2vec_data": "imdb:unsup"})
+        Config().override({"pretrain.data": "imdb:unsup", "pretrain.word2vec_data": "imdb:unsup"})
     data = unlabelled(tmp_path, cycle_texts(20))
     assert main(["pretrain", data, "--output", str(tmp_path / "e"), "--set", "model.num_layers=2"]) == 2
     err = capsys.readouterr().err.strip()
@@ -130,13 +130,13 @@ def test_an_encoder_of_another_shape_is_a_clear_error(encoder):
 
     path, config = encoder
     texts, labels = tiny_sentiment(4)
-    clf = TextClassifier(config.override({"model.pretrained_encoder": str(path), "model.hidden_size": 8}))
+    clf = TextClassifier(config.override({"pretrain.encoder": str(path), "model.hidden_size": 8}))
     with pytest.raises(ConfigError, match=r"its rnn.weight_ih_l0 has shape \(48, 12\), the model's \(32, 12\).*hidden_size=12"):
         clf.fit(texts, labels)
-    clf = TextClassifier(config.override({"model.pretrained_encoder": str(path), "text.lower": False}))
+    clf = TextClassifier(config.override({"pretrain.encoder": str(path), "text.lower": False}))
     with pytest.raises(ConfigError, match="was trained with text.lower=True"):
         clf.fit(texts, labels)
-    clf = TextClassifier(config.override({"model.pretrained_encoder": str(path), "model.arch": "mlp"}))
+    clf = TextClassifier(config.override({"pretrain.encoder": str(path), "model.arch": "mlp"}))
     with pytest.raises(ConfigError, match="initialises one recurrent model"):
         clf.fit(texts, labels)
 
@@ -167,7 +167,7 @@ def test_missing_damaged_or_foreign_encoder_folders(encoder, tmp_path):
 def test_the_cache_is_reused(tmp_path, caplog, monkeypatch):
     import textrnn.pretrain as P
 
-    config = Config().override({**SMALL, "model.pretrain_data": unlabelled(tmp_path, cycle_texts(40))})
+    config = Config().override({**SMALL, "pretrain.data": unlabelled(tmp_path, cycle_texts(40))})
     texts = tiny_sentiment(4)[0]
     first = pretrained_encoder(config, texts, progress=False)
     monkeypatch.setattr(P, "fit_language_model", lambda *a, **k: pytest.fail("retrained"))
@@ -185,13 +185,13 @@ def test_cli_pretrain_then_train_save_load_predict(tmp_path, capsys):
     enc = tmp_path / "encoder"
     assert main(["pretrain", data, "--output", str(enc), *FLAGS, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert f"model.pretrained_encoder={enc}" in out and (enc / "weights.safetensors").is_file()
+    assert f"pretrain.encoder={enc}" in out and (enc / "weights.safetensors").is_file()
     assert main(["pretrain", data, "--output", str(enc), *FLAGS, "--quiet"]) == 2  # never over an encoder unasked
     assert "already exists" in capsys.readouterr().err
 
     train = write_csv(tmp_path / "train.csv", texts, labels, "text", "label")
     assert main(["train", "--train", str(train), "--output", str(tmp_path / "run"), *FLAGS, "--quiet",
-                 "--set", f"model.pretrained_encoder={enc}", "--set", "train.epochs=12", "--set", "train.batch_size=8",
+                 "--set", f"pretrain.encoder={enc}", "--set", "train.epochs=12", "--set", "train.batch_size=8",
                  "--set", "train.encoder_lr_multiplier=0.5", "--set", "train.freeze_encoder_epochs=1",
                  "--set", "train.learning_rate=0.02", "--set", "train.early_stopping_patience=0",
                  "--set", "data.validation_split=0.2"]) == 0
@@ -211,15 +211,15 @@ def test_pretrain_data_in_a_config_runs_end_to_end(tmp_path):
     texts, labels = tiny_sentiment(20)
     train = write_csv(tmp_path / "train.csv", texts, labels, "text", "label")
     config = Config().override({**SMALL, "data.train": str(train), "data.test": None, "data.validation_split": 0.2,
-                                "model.pretrain_data": unlabelled(tmp_path, cycle_texts(100) + texts),
+                                "pretrain.data": unlabelled(tmp_path, cycle_texts(100) + texts),
                                 "train.epochs": 10, "train.batch_size": 8, "train.learning_rate": 0.02,
                                 "train.early_stopping_patience": 0})
     report = train_run(config, tmp_path / "run", progress=False)
-    assert report["config"]["model"]["pretrained_encoder"]
+    assert report["config"]["pretrain"]["encoder"]
     assert 0 < report["timings"]["pretrain_seconds"] <= report["timings"]["data_seconds"]
     assert report["validation"]["accuracy"] >= 0.75
     saved = Config.from_toml(tmp_path / "run" / "config.toml")  # a rerun reuses the encoder, not retrains it
-    assert saved.model.pretrained_encoder == report["config"]["model"]["pretrained_encoder"]
+    assert saved.pretrain.encoder == report["config"]["pretrain"]["encoder"]
 
 
 def test_discriminative_rates_and_a_frozen_first_epoch():

@@ -169,7 +169,7 @@ def test_resume_and_overwrite_flags_and_their_errors(model, tmp_path, capsys, mo
 
 def test_progress_lines_and_quiet(model, tmp_path, capsys, caplog, monkeypatch):
     source = write_input(tmp_path / "in.csv", texts_for_test())
-    monkeypatch.setattr(S._Progress, "__init__", _every_chunk(S._Progress.__init__))
+    monkeypatch.setattr(S.Progress, "__init__", _every_chunk(S.Progress.__init__))
     with caplog.at_level("INFO", logger="textrnn"):
         assert main(["predict", model, "--input", str(source), "--text-column", "review", "--output",
                      str(tmp_path / "a.jsonl"), "--chunk-size", "50"]) == 0
@@ -184,8 +184,8 @@ def test_progress_lines_and_quiet(model, tmp_path, capsys, caplog, monkeypatch):
 
 
 def _every_chunk(init):
-    def patched(self, enabled, total, initial, every=10.0):
-        init(self, enabled, total, initial, every=0.0)  # a line after every chunk
+    def patched(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "every": 0.0})  # a line after every chunk
     return patched
 
 

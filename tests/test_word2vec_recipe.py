@@ -14,8 +14,8 @@ def test_word2vec_pretraining_on_unlabelled_texts_feeds_the_embedding(tmp_path, 
     texts, labels = tiny_sentiment(20)
     write_csv(tmp_path / "train.csv", texts, labels, "text", "label")
     (tmp_path / "unsup.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts * 3))
-    argv = ["train", "--train", str(tmp_path / "train.csv"), *TINY, "--set", f"model.word2vec_data='{tmp_path / 'unsup.jsonl'}'",
-            "--set", "model.word2vec_epochs=2"]
+    argv = ["train", "--train", str(tmp_path / "train.csv"), *TINY, "--set", f"pretrain.word2vec_data='{tmp_path / 'unsup.jsonl'}'",
+            "--set", "pretrain.word2vec_epochs=2"]
     assert main([*argv, "--output", str(tmp_path / "a")]) == 0
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["embedding_coverage"] > 0.5

@@ -56,8 +56,14 @@ def collate(sequences: Sequence[np.ndarray], equal_length: bool = False) -> tupl
             if len(s):
                 ids[i] = s[len(s) - T:]
         return torch.from_numpy(ids), torch.full((len(sequences),), T, dtype=torch.int64)
-    T = max(int(lengths.max(initial=0)), 1)
-    ids = np.zeros((len(sequences), T), dtype=np.int64)
+    ids, lengths = pad_batch(sequences)
+    return torch.from_numpy(ids), torch.from_numpy(lengths)
+
+
+def pad_batch(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Post-padded ids (B, T) int64 and lengths (B,), in NumPy (what the ONNX runtime takes)."""
+    lengths = lengths_of(sequences)
+    ids = np.zeros((len(sequences), max(int(lengths.max(initial=0)), 1)), dtype=np.int64)
     for i, s in enumerate(sequences):
         ids[i, :len(s)] = s
-    return torch.from_numpy(ids), torch.from_numpy(lengths)
+    return ids, lengths

@@ -44,8 +44,9 @@ STATE_FILE = "state.json"
 
 _TENSORS_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
 
-# Settings that may differ on resume without changing a single number of the result.
-RESUME_FREE = ("num_threads", "checkpoint_every", "device")
+# The [runtime] settings a resumed run must share with the interrupted one (they change the numbers);
+# the others (device, threads, checkpoint interval) may differ.
+RUNTIME_KEYS = ("precision", "micro_batch_tokens")
 
 
 def data_fingerprint(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x=None, val_y=None) -> str:
@@ -209,9 +210,10 @@ def restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.r
         raise CheckpointError(f"{where!r} was written by a run of {written_by} process(es); resume it with as many "
                               f"(torchrun --nproc-per-node/--nnodes), not {ctx.world_size}.")
     for key, value in settings.items():
-        if key not in RESUME_FREE and saved.get(key) != value:
-            raise CheckpointError(f"{where!r} was written with train.{key}={saved.get(key)!r}, but the run to resume has "
-                                  f"train.{key}={value!r}; resume with the run's own config.")
+        if saved.get(key) != value:
+            name = f"{'runtime' if key in RUNTIME_KEYS else 'train'}.{key}"
+            raise CheckpointError(f"{where!r} was written with {name}={saved.get(key)!r}, but the run to resume has "
+                                  f"{name}={value!r}; resume with the run's own config.")
     if state.get("data") != fingerprint:
         raise CheckpointError(f"{where!r} was written for other training data (the texts, labels, vocabulary or "
                               f"length settings differ); resume needs the same data as the interrupted run.")

@@ -95,14 +95,14 @@ class TextClassifier:
         unknown = [k for k in self.params if k not in FLAT_KEYS]
         if unknown:
             raise ConfigError(f"Unknown setting {unknown[0]!r}." + did_you_mean(unknown[0], FLAT_KEYS))
-        return self.config.override({f"{FLAT_KEYS[k]}.{k}": v for k, v in self.params.items()})
+        return self.config.override({FLAT_KEYS[k]: v for k, v in self.params.items()})
 
     # ------------------------------------------------------------------ fitting
     def fit(self, texts, labels, validation_data: tuple | None = None, validation_split: float | None = None,
             progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, on_epoch_end=None) -> "TextClassifier":
         """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
-        (every ``train.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
+        (every ``runtime.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
         an interrupted fit from them, with the same result as an uninterrupted one.
         ``on_epoch_end(row)`` is called with each epoch's history row (the model is usable in it)."""
         config = self._resolved_config()
@@ -123,8 +123,8 @@ class TextClassifier:
         t = config.text
         self.tokenizer_ = Tokenizer.from_config(t)
         encoder = None
-        if config.model.pretrained_encoder:  # read first: a bad folder fails before any work
-            encoder = load_encoder(config.model.pretrained_encoder)
+        if config.pretrain.encoder:  # read first: a bad folder fails before any work
+            encoder = load_encoder(config.pretrain.encoder)
         ctx = distributed.current()
         if ctx.is_main:
             corpus = self._tokenize(texts)
@@ -151,7 +151,8 @@ class TextClassifier:
             log.info("pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(),
                      encoder.path, len(self.vocab_))
         self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress,
-                                  checkpoint_dir=checkpoint_dir, resume=resume, on_epoch_end=on_epoch_end)
+                                  checkpoint_dir=checkpoint_dir, resume=resume, on_epoch_end=on_epoch_end,
+                                  runtime=config.runtime)
         self.model_.eval()
         return self
 
@@ -200,7 +201,7 @@ class TextClassifier:
     def decision_function(self, texts, batch_size: int = 512) -> np.ndarray:
         """Raw logits (N, C)."""
         self._check_fitted()
-        return predict_logits(self.model_, self.encode(texts), batch_size, self.config_.train.precision)
+        return predict_logits(self.model_, self.encode(texts), batch_size, self.config_.runtime.precision)
 
     def predict_proba(self, texts, batch_size: int = 512) -> np.ndarray:
         """(N, K) probabilities, columns in ``classes_`` order; rows sum to 1."""
@@ -218,7 +219,7 @@ class TextClassifier:
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
         y = self._targets(labels)
         proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size,
-                                             self.config_.train.precision))
+                                             self.config_.runtime.precision))
         return compute_metrics(y, proba, self.classes_)
 
     # ------------------------------------------------------------------ persistence
@@ -243,7 +244,7 @@ class TextClassifier:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "TextClassifier":
         """Read an artifact directory. Never unpickles; a damaged or foreign folder is an ArtifactError.
-        The weights are read on the CPU, then moved to ``device`` (as ``train.device``: auto, cpu,
+        The weights are read on the CPU, then moved to ``device`` (as ``runtime.device``: auto, cpu,
         cuda, cuda:N), where prediction then runs."""
         art = read_folder(path, MODEL)
         self = cls(art.config)

@@ -8,10 +8,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
-from .errors import TextRNNError
+import numpy as np
+
+from .classifier import TextClassifier
+from .config import Config, TextConfig
+from .datasets import load_data, read_table, sample
+from .distributed import shutdown
+from .embeddings import train_word2vec
+from .errors import ArtifactError, TextRNNError, TrainingInterrupted
+from .evaluation import format_report
+from .explain import explain, format_text, to_html
+from .export import export_onnx
+from .pipeline import compare_run, describe, evaluate_run, format_compare, resume_run, train_run
+from .pretrain import pretrain_texts
+from .progress import Progress
+from .report import build_report
+from .serving import serve
+from .streaming import predict_file
+from .text import PAD_ID, UNK_ID, Tokenizer, Vocabulary, pad, truncate
 
 log = logging.getLogger("textrnn")
 
@@ -112,12 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain the encoder as a language model on unlabelled texts (ULMFiT)",
                        description="Train the configured model's embedding and recurrent layer as a language model "
                                    "(bidirectional: a forward and a backward one) on the given texts, tokenized as textrnn "
-                                   "does, and write the encoder folder, ready for --set model.pretrained_encoder=DIR.")
+                                   "does, and write the encoder folder, ready for --set pretrain.encoder=DIR.")
     p.add_argument("data", nargs="+", metavar="DATA", help="texts to learn from: imdb:unsup, imdb:train, or a data file")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="the encoder folder to write")
     p.add_argument("--config", metavar="TOML", help="a recipe: its [text] and [model] settings shape the encoder")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a setting, e.g. --set model.pretrain_epochs=2 (repeatable)")
+                   help="override a setting, e.g. --set pretrain.epochs=2 (repeatable)")
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8)")
     p.add_argument("--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder")
@@ -173,8 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_config(args) -> "Config":
-    from .config import Config
-
     config = Config.from_toml(args.config) if args.config else Config()
     sets = {}
     if args.train:
@@ -192,8 +209,6 @@ def _resolve_config(args) -> "Config":
 
 
 def _cmd_train(args) -> int:
-    from .pipeline import describe, resume_run, train_run
-
     if args.resume:
         given = [flag for flag, value in (("--config", args.config), ("--set", args.overrides), ("--train", args.train),
                                           ("--test", args.test), ("--text-column", args.text_column),
@@ -216,11 +231,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_word2vec(args) -> int:
-    from .config import TextConfig
-    from .datasets import load_data
-    from .embeddings import train_word2vec
-    from .text import Tokenizer
-
     t = TextConfig()
     tokenizer = Tokenizer.from_config(t)
     texts = [x for spec in args.data
@@ -233,13 +243,6 @@ def _cmd_word2vec(args) -> int:
 
 
 def _cmd_pretrain(args) -> int:
-    import os
-
-    from .config import Config
-    from .datasets import load_data, sample
-    from .errors import ArtifactError
-    from .pretrain import pretrain_texts
-
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise TextRNNError("pretrain runs in one process; run it without torchrun.")
     config = Config.from_toml(args.config) if args.config else Config()
@@ -256,7 +259,7 @@ def _cmd_pretrain(args) -> int:
         texts += (sample(data, d.limit, config.train.seed) if d.limit else data).texts
     path = pretrain_texts(texts, config, args.output, progress=not args.quiet, overwrite=args.overwrite)
     m = config.model
-    print(f"wrote {path}: fine-tune it with --set model.pretrained_encoder={path}, and the model settings it was "
+    print(f"wrote {path}: fine-tune it with --set pretrain.encoder={path}, and the model settings it was "
           f"pretrained with (the same --config, or --set model.cell={m.cell} --set model.embedding_dim={m.embedding_dim} "
           f"--set model.hidden_size={m.hidden_size} --set model.num_layers={m.num_layers} "
           f"--set model.bidirectional={str(m.bidirectional).lower()})")
@@ -264,10 +267,6 @@ def _cmd_pretrain(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    import os
-
-    from .pipeline import compare_run, format_compare
-
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise TextRNNError("compare runs in one process; under torchrun, use train (once per model).")
 
@@ -278,9 +277,6 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import format_report
-    from .pipeline import evaluate_run
-
     data = {k: getattr(args, k) for k in ("text_column", "label_column", "encoding", "imdb_path") if getattr(args, k)}
     m = evaluate_run(args.model, args.data, data)
     print(json.dumps(m, indent=2) if args.format == "json" else format_report(m, f"{args.data}"))
@@ -288,8 +284,6 @@ def _cmd_evaluate(args) -> int:
 
 
 def _read_texts(args) -> list[str]:
-    from .datasets import read_table
-
     if args.texts and args.input:
         raise TextRNNError("Give texts as arguments or with --input, not both.")
     if args.texts:
@@ -307,18 +301,11 @@ def _read_texts(args) -> list[str]:
 
 
 def _predict_proba(clf, texts: list[str], batch_size: int, progress: bool):
-    """predict_proba in chunks under a tqdm bar on a terminal; on a pipe, one line at the end."""
-    import time
-
-    import numpy as np
-
+    """predict_proba in chunks under a bar on a terminal; on a pipe, one line at the end."""
     if not progress or len(texts) <= batch_size:
         return clf.predict_proba(texts, batch_size=batch_size)
-    from tqdm.auto import tqdm
-
     t0, chunk, parts = time.perf_counter(), batch_size * 4, []
-    with tqdm(total=len(texts), desc="predict", unit="text", leave=False, dynamic_ncols=True,
-              disable=not sys.stderr.isatty()) as bar:
+    with Progress(len(texts), "predict", "text") as bar:
         for start in range(0, len(texts), chunk):
             parts.append(clf.predict_proba(texts[start:start + chunk], batch_size=batch_size))
             bar.update(len(parts[-1]))
@@ -328,8 +315,6 @@ def _predict_proba(clf, texts: list[str], batch_size: int, progress: bool):
 
 
 def _cmd_predict(args) -> int:
-    from .classifier import TextClassifier
-
     if args.output:
         return _stream_predict(args)
     stray = [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite)) if on]
@@ -351,8 +336,6 @@ def _cmd_predict(args) -> int:
 
 
 def _stream_predict(args) -> int:
-    from .streaming import predict_file
-
     if not args.input or args.texts:
         raise TextRNNError("--output streams a file: give it with --input (and no texts as arguments).")
     predict_file(args.model, args.input, args.output, text_column=args.text_column, chunk_size=args.chunk_size,
@@ -362,19 +345,15 @@ def _stream_predict(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from .text import PAD_ID, UNK_ID, Tokenizer, Vocabulary, pad, truncate
-
     text = args.text if args.text is not None else (sys.stdin.read() if sys.stdin and not sys.stdin.isatty() else None)
     if text is None:
         raise TextRNNError("No text: give it as an argument or on stdin.")
     if args.model:
-        from .classifier import TextClassifier
 
         clf = TextClassifier.load(args.model)
         tokenizer, vocab, tcfg = clf.tokenizer_, clf.vocab_, clf.config_.text
         source = f"the vocabulary of {args.model} ({len(vocab):,} tokens)"
     else:
-        from .config import TextConfig
 
         tcfg = TextConfig()
         tokenizer = Tokenizer(tcfg.lower, tcfg.strip_html, tcfg.normalize)
@@ -400,17 +379,12 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from .serving import serve
-
     serve(args.model, host=args.host, port=args.port, runtime=args.runtime, onnx_path=args.onnx,
           max_text_chars=args.max_text_chars, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
     return 0
 
 
 def _cmd_explain(args) -> int:
-    from .classifier import TextClassifier
-    from .explain import explain, format_text, to_html
-
     text = args.text if args.text is not None else (sys.stdin.read() if sys.stdin and not sys.stdin.isatty() else None)
     if text is None:
         raise TextRNNError("No text: give it as an argument or on stdin.")
@@ -426,16 +400,12 @@ def _cmd_explain(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import build_report
-
     path = build_report(args.run, args.output, examples=args.examples, seed=args.seed)
     print(path)
     return 0
 
 
 def _cmd_export(args) -> int:
-    from .export import export_onnx
-
     result = export_onnx(args.model, args.onnx, opset=args.opset)
     diff = result["max_abs_diff"]
     print(result["path"] + ("" if diff is None else f"  (onnxruntime vs PyTorch: max |difference| {diff:.2e})"))
@@ -459,7 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    import os
 
     # under torchrun only rank 0 talks; the others report warnings and errors only
     quiet = getattr(args, "quiet", False) or os.environ.get("RANK", "0") != "0"
@@ -482,7 +451,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textrnn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        from .errors import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted) and e.checkpoint_dir is not None:
             print(f"textrnn {args.command}: interrupted: {e} Continue with: textrnn train --resume "
@@ -492,7 +460,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "torch.distributed" in sys.modules:  # leave the process group torchrun's train joined
-            from .distributed import shutdown
 
             shutdown()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -16,7 +17,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import tomli_w
+
 from .errors import ConfigError, did_you_mean, expected_one_of
+
+log = logging.getLogger("textrnn")
 
 CELLS = ("lstm", "gru", "rnn")
 ARCHS = ("rnn", "mlp")
@@ -105,25 +110,6 @@ class ModelConfig:
     pretrained_embeddings: str | None = None
     embeddings_format: str = "auto"
     freeze_embeddings: bool = False
-    # Train word2vec vectors first, on the training texts plus these unlabelled ones (e.g.
-    # "imdb:unsup"), and start the embedding from them. Cached: a rerun reuses the vectors.
-    word2vec_data: str | None = None
-    word2vec_epochs: int = 5
-    # ULMFiT: pretrain the embedding and recurrent layer as a language model on the training texts
-    # plus these unlabelled ones (e.g. "imdb:unsup"), then fine-tune them as the classifier's
-    # encoder (see pretrain.py). Cached: a rerun reuses the encoder. ``pretrained_encoder`` is
-    # the encoder folder itself (set by the pipeline, or by you after ``textrnn pretrain``).
-    pretrain_data: str | None = None
-    pretrained_encoder: str | None = None
-    pretrain_epochs: int = 1
-    pretrain_bptt: int = 70              # tokens per truncated-backpropagation chunk
-    pretrain_batch_size: int = 64        # parallel streams
-    pretrain_learning_rate: float = 3e-3
-    pretrain_dropout: float = 0.1        # on the embeddings and on the recurrent outputs
-    pretrain_max_tokens: int | None = None  # train on at most this many tokens of the stream (budgets)
-    pretrain_max_seconds: float | None = None  # stop pretraining after this long; the rate's cycle follows the clock
-    pretrain_bf16: bool = False          # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
-
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise expected_one_of("arch", self.arch, ARCHS)
@@ -131,18 +117,9 @@ class ModelConfig:
             bad = next((c for c in str(self.cell).split("+") if c not in CELLS), self.cell)
             raise ConfigError(f"Expected one of {{'gru', 'lstm', 'rnn'}}, or several '+'-joined for an ensemble "
                               f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}." + did_you_mean(str(bad), CELLS))
-        _positive(self, "embedding_dim", "hidden_size", "num_layers", "word2vec_epochs", "pretrain_epochs",
-                  "pretrain_bptt", "pretrain_batch_size", "pretrain_learning_rate", "pretrain_max_tokens",
-                  "pretrain_max_seconds")
+        _positive(self, "embedding_dim", "hidden_size", "num_layers")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
-        _fraction(self, "pretrain_dropout")
-        if (self.pretrain_data or self.pretrained_encoder) and (self.word2vec_data or self.pretrained_embeddings):
-            raise ConfigError("A pretrained encoder (model.pretrain_data or model.pretrained_encoder) and pretrained "
-                              "vectors (model.word2vec_data or model.pretrained_embeddings) both initialise the "
-                              "embedding; set one of them to none.")
-        if self.pretrain_data:
-            check_pretrainable(self)
         if self.pooling == "concat":
             self.pooling = "last+max+mean"
         parts = self.pooling.split("+") if isinstance(self.pooling, str) else [self.pooling]
@@ -188,19 +165,7 @@ class TrainConfig:
     early_stopping_patience: int | None = 2
     monitor: str = "val_accuracy"
     seed: int = 0
-    num_threads: int | None = None   # torch threads; None = one per core
     equal_length_batches: bool = True  # trim each training batch to its shortest text: PyTorch's fast path
-    # On a CPU, a batch of more tokens than this runs in pieces of at most this many, accumulating
-    # one gradient: the same step, faster, as each piece's activations stay in cache (see training.py)
-    micro_batch_tokens: int | None = 6000
-    # Arithmetic of the forward pass: "float32"; "bfloat16" (autocast: weights and optimizer stay
-    # float32); "auto" = bfloat16 on a CPU that computes it natively (avx512_bf16 or AMX), where it
-    # trains 1.3-2.2x faster with the same validation accuracy (see training.compute_dtype), else float32.
-    precision: str = "auto"
-    checkpoint_every: int | None = 200  # steps between checkpoints (with a run dir); also at every epoch end
-    # auto = cuda when torch sees a GPU, else cpu; or cpu, cuda, cuda:N. Under torchrun, auto and
-    # cuda mean the GPU of the process's LOCAL_RANK. Checked for availability when training starts.
-    device: str = "auto"
     # Fine-tuning a pretrained encoder (ULMFiT): the embedding and recurrent layers learn at
     # learning_rate x this (discriminative rates; < 1 keeps them nearer what pretraining found),
     # and stay frozen, the head alone training, for the first freeze_encoder_epochs epochs.
@@ -208,29 +173,123 @@ class TrainConfig:
     freeze_encoder_epochs: int = 0
     # Adversarial training (Goodfellow et al. 2015; Miyato et al. 2016, on text): each step also
     # trains on the embedded texts pushed by this L2 norm (per text) in the direction that raises
-    # the loss most. 0 = off. It costs about 2.5x a step's time.
+    # the loss most. 0 = off. It costs about two steps' time (cpu-notes in benchmarks/results/).
     adversarial: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Received: device={self.device!r}"
-                              + did_you_mean(str(self.device), ("auto", "cpu", "cuda")))
         if self.optimizer not in OPTIMIZERS:
             raise expected_one_of("optimizer", self.optimizer, OPTIMIZERS)
         if self.schedule not in SCHEDULES:
             raise expected_one_of("schedule", self.schedule, SCHEDULES)
         if self.monitor not in MONITORS:
             raise expected_one_of("monitor", self.monitor, MONITORS)
-        if self.precision not in PRECISIONS:
-            raise expected_one_of("precision", self.precision, PRECISIONS)
         if self.class_weight not in (None, "balanced"):
             raise expected_one_of("class_weight", self.class_weight, ("balanced",))
-        _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm", "num_threads", "checkpoint_every",
-                  "micro_batch_tokens")
+        _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm")
         _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", "adversarial", allow_zero=True)
         _positive(self, "encoder_lr_multiplier")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
+
+
+@dataclass
+class PretrainConfig:
+    """What is learnt from unlabelled texts before the classifier (pretrain.py): word2vec vectors
+    that start the embedding, or a language-model encoder (ULMFiT) that starts the embedding and
+    the recurrent layer. Both are cached by content: a rerun reuses them."""
+
+    # word2vec vectors trained on the training texts plus these unlabelled ones (e.g. "imdb:unsup")
+    word2vec_data: str | None = None
+    word2vec_epochs: int = 5
+    # a language model pretrained on the training texts plus these unlabelled ones, then fine-tuned
+    # as the classifier's encoder; ``encoder`` is such an encoder folder itself (set by the run, or
+    # by you after ``textrnn pretrain``)
+    data: str | None = None
+    encoder: str | None = None
+    epochs: int = 1
+    bptt: int = 70                       # tokens per truncated-backpropagation chunk
+    batch_size: int = 64                 # parallel streams
+    learning_rate: float = 3e-3
+    dropout: float = 0.1                 # on the embeddings and on the recurrent outputs
+    max_tokens: int | None = None        # train on at most this many tokens of the stream (budgets)
+    max_seconds: float | None = None     # stop after this long; the rate's cycle follows the clock
+    bf16_softmax: bool = False           # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        _positive(self, "word2vec_epochs", "epochs", "bptt", "batch_size", "learning_rate", "max_tokens", "max_seconds")
+        _fraction(self, "dropout")
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the arithmetic runs; none of it is what is learnt (except precision's rounding)."""
+
+    # auto = cuda when torch sees a GPU, else cpu; or cpu, cuda, cuda:N. Under torchrun, auto and
+    # cuda mean the GPU of the process's LOCAL_RANK. Checked for availability when training starts.
+    device: str = "auto"
+    num_threads: int | None = None   # torch threads; None = one per core
+    # Arithmetic of the forward pass: "float32"; "bfloat16" (autocast: weights and optimizer stay
+    # float32); "auto" = bfloat16 on a CPU that computes it natively (avx512_bf16 or AMX), where it
+    # trains faster at the same validation accuracy (runtime.compute_dtype), else float32.
+    precision: str = "auto"
+    # On a CPU, a batch of more tokens than this runs in pieces of at most this many, accumulating
+    # one gradient: the same step, faster, as each piece's activations stay in cache (pieces.py)
+    micro_batch_tokens: int | None = 6000
+    checkpoint_every: int | None = 200  # steps between checkpoints (with a run dir); also at every epoch end
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Received: device={self.device!r}"
+                              + did_you_mean(str(self.device), ("auto", "cpu", "cuda")))
+        if self.precision not in PRECISIONS:
+            raise expected_one_of("precision", self.precision, PRECISIONS)
+        _positive(self, "num_threads", "checkpoint_every", "micro_batch_tokens")
+
+
+# Settings that moved section (2026-11-29): old dotted name -> new. Old configs, --set keys and
+# saved artifacts keep working, with one notice per key.
+MOVED = {
+    **{f"model.{k}": f"pretrain.{k}" for k in ("word2vec_data", "word2vec_epochs")},
+    "model.pretrain_data": "pretrain.data", "model.pretrained_encoder": "pretrain.encoder",
+    **{f"model.pretrain_{k}": f"pretrain.{k}" for k in ("epochs", "bptt", "batch_size", "learning_rate", "dropout",
+                                                          "max_tokens", "max_seconds")},
+    "model.pretrain_bf16": "pretrain.bf16_softmax",
+    **{f"train.{k}": f"runtime.{k}" for k in ("device", "num_threads", "precision", "micro_batch_tokens",
+                                               "checkpoint_every")},
+}
+_noticed: set[str] = set()
+
+
+def _moved(old: str, source: str, notify: bool = True) -> str:
+    new = MOVED[old]
+    if notify and old not in _noticed:
+        _noticed.add(old)
+        log.warning("%s: %s is now %s; read as that (rename it to silence this notice).", source, old, new)
+    return new
+
+
+def _move_old_keys(d: dict, source: str, notify: bool = True) -> dict:
+    """A copy of the sections ``d`` with settings of their old sections moved to the new ones."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for old in MOVED:
+        section, key = old.split(".")
+        if isinstance(d.get(section), dict) and key in d[section]:
+            new_section, new_key = _moved(old, source, notify).split(".")
+            value = d[section].pop(key)
+            target = d.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(new_key, value)
+    return d
+
+
+def check_pretrain(model: "ModelConfig", pretrain: PretrainConfig) -> None:
+    """The two ways of pretraining exclude each other; the language model needs a pretrainable model."""
+    if (pretrain.data or pretrain.encoder) and (pretrain.word2vec_data or model.pretrained_embeddings):
+        raise ConfigError("A pretrained encoder (pretrain.data or pretrain.encoder) and pretrained vectors "
+                          "(pretrain.word2vec_data or model.pretrained_embeddings) both initialise the "
+                          "embedding; set one of them to none.")
+    if pretrain.data:
+        check_pretrainable(model)
 
 
 @dataclass
@@ -239,16 +298,24 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
-    SECTIONS = ("data", "text", "model", "train")
+    SECTIONS = ("data", "text", "model", "train", "pretrain", "runtime")
+
+    def __post_init__(self) -> None:
+        check_pretrain(self.model, self.pretrain)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+    def from_dict(cls, d: dict, source: str = "config", notify: bool = True) -> "Config":
+        """``notify=False`` maps settings of their old sections without a notice (a saved artifact
+        of before: nothing for its user to rename)."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of sections. Received: {type(d).__name__}")
+        d = _move_old_keys(d, source, notify)
         unknown = [k for k in d if k not in cls.SECTIONS]
         if unknown:
             raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections are {', '.join(cls.SECTIONS)}."
@@ -282,7 +349,6 @@ class Config:
         return cls.from_dict(d, source=str(path))
 
     def to_toml(self) -> str:
-        import tomli_w
 
         # TOML has no null: an unset optional value is written as the string "none", read back as None.
         def none_as_string(d):
@@ -299,21 +365,28 @@ class Config:
         d = self.to_dict()
         items = assignments.items() if isinstance(assignments, dict) else [_split_assignment(a) for a in assignments]
         for dotted, value in items:
+            dotted = _moved(dotted, "override") if dotted in MOVED else dotted
             section, _, key = dotted.partition(".")
             if section not in self.SECTIONS or not key:
                 raise ConfigError(f"Overrides look like section.key=value with section in {', '.join(self.SECTIONS)}. "
                                   f"Received: {dotted!r}." + did_you_mean(section, self.SECTIONS))
             d[section][key] = _parse_value(value) if isinstance(value, str) and not isinstance(assignments, dict) else value
-        return Config.from_dict(d, source="override")
+        return Config.from_dict(d, source="override", notify=False)
 
 
-_SECTION_TYPES = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig}
+_SECTION_TYPES = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig,
+                  "pretrain": PretrainConfig, "runtime": RuntimeConfig}
 
-# Flat keyword names accepted by TextClassifier(...): every field, looked up in its section.
+# Flat keyword names accepted by TextClassifier(...) -> "section.field": every field by its name
+# (the first section wins), and the [pretrain] ones also as pretrain_<name> (pretrain_epochs) and
+# by their names of before (pretrained_encoder, pretrain_bf16).
 FLAT_KEYS: dict[str, str] = {}
 for _section, _cls in _SECTION_TYPES.items():
     for _f in fields(_cls):
-        FLAT_KEYS.setdefault(_f.name, _section)
+        flat = f"pretrain_{_f.name}" if _section == "pretrain" and not _f.name.startswith("word2vec") else _f.name
+        FLAT_KEYS.setdefault(flat, f"{_section}.{_f.name}")
+for _old, _new in MOVED.items():
+    FLAT_KEYS.setdefault(_old.split(".")[1], _new)
 
 
 def _split_assignment(text: str) -> tuple[str, str]:

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from .errors import DataError, did_you_mean
@@ -74,7 +77,6 @@ _SUPPORTED = ", ".join(TABLE_SUFFIXES) + ", or a folder with one sub-folder of .
 @dataclass
 class Dataset:
     """Texts and their labels (``None`` each for unlabelled data), as parallel lists."""
-
     texts: list[str]
     labels: list
     name: str = ""
@@ -270,7 +272,6 @@ def _record(part: str, folder: str, stem: str, raw: bytes, where: str) -> dict |
 
 class _CountingReader:
     """A read-only file wrapper that advances a progress bar by the bytes read."""
-
     def __init__(self, raw: BinaryIO, bar: Any) -> None:
         self._raw, self._bar = raw, bar
 
@@ -343,9 +344,6 @@ def _source_key(source: Path) -> str:
 
 def _write_parquet_cache(records: Iterator[dict], target: Path) -> None:
     """Write the parsed reviews as one row group per split, atomically (temp file + rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     by_split: dict[str, list[dict]] = {split: [] for split in IMDB_SPLITS}
     for record in records:
         by_split[record["split"]].append(record)
@@ -364,7 +362,7 @@ def _write_parquet_cache(records: Iterator[dict], target: Path) -> None:
     tmp = Path(tmp_name)
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for split, rows in by_split.items():
+            for rows in by_split.values():
                 # Deterministic order: neg then pos, each by file name (the archive is unsorted).
                 rows.sort(key=lambda r: r["_order"])
                 columns = {name: [r[name] for r in rows] for name in schema.names}
@@ -375,8 +373,6 @@ def _write_parquet_cache(records: Iterator[dict], target: Path) -> None:
 
 
 def _read_parquet_split(cache: Path, split: str) -> tuple[list[str], list]:
-    import pyarrow.parquet as pq
-
     table = pq.read_table(cache, columns=["text", "label"], filters=[("split", "=", split)])
     return table.column("text").to_pylist(), table.column("label").to_pylist()
 
@@ -466,7 +462,7 @@ def read_table(
             delimiter = "\t" if kind == "tsv" else ","
             columns = _csv_columns(content, path.name, delimiter, text_column, label_column)
     texts_raw, labels_raw = columns
-    texts = [_as_text(v, encoding) for v in texts_raw]
+    texts = [as_text(v, encoding) for v in texts_raw]
     if label_column is None:
         labels: list = [None] * len(texts)
     else:
@@ -487,7 +483,7 @@ def _decode(data: bytes, name: str, encoding: str) -> str:
         ) from exc
 
 
-def _missing_column(name: str, column: str, role: str, found: Sequence[str]) -> DataError:
+def missing_column(name: str, column: str, role: str, found: Sequence[str]) -> DataError:
     return DataError(
         f"{name}: no {role} column {column!r}; columns found: {list(found)}."
         + did_you_mean(column, found)
@@ -533,7 +529,7 @@ _NA_CELLS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN",
 
 def _column_index(header: list[str], column: str, role: str, name: str) -> int:
     if column not in header:
-        raise _missing_column(name, column, role, header)
+        raise missing_column(name, column, role, header)
     return header.index(column)
 
 
@@ -570,25 +566,23 @@ def _jsonl_columns(
     if not texts:
         raise DataError(f"Data file {name!r} is empty.")
     if not has_text:
-        raise _missing_column(name, text_column, "text", list(seen))
+        raise missing_column(name, text_column, "text", list(seen))
     if label_column is not None and not has_label:
-        raise _missing_column(name, label_column, "label", list(seen))
+        raise missing_column(name, label_column, "label", list(seen))
     return texts, labels
 
 
 def _parquet_columns(path: Path, text_column: str, label_column: str | None) -> tuple[list, list]:
-    import pyarrow.parquet as pq
-
     try:
         names = pq.read_schema(path).names
     except Exception as exc:  # pyarrow raises several types for files that are not Parquet
         raise DataError(f"Cannot read {path.name!r} as Parquet: {_first_line(exc).rstrip('.')}.") from exc
     if text_column not in names:
-        raise _missing_column(path.name, text_column, "text", names)
+        raise missing_column(path.name, text_column, "text", names)
     wanted = [text_column]
     if label_column is not None:
         if label_column not in names:
-            raise _missing_column(path.name, label_column, "label", names)
+            raise missing_column(path.name, label_column, "label", names)
         wanted.append(label_column)
     try:
         table = pq.read_table(path, columns=wanted)
@@ -634,7 +628,7 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def _as_text(value: Any, encoding: str) -> str:
+def as_text(value: Any, encoding: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, bytes):  # a binary Parquet column
@@ -713,7 +707,6 @@ def train_validation_split(
     Falls back to a plain random split when some class has fewer than two examples. Both parts
     keep the original row order.
     """
-    from sklearn.model_selection import train_test_split
 
     texts, labels = list(texts), list(labels)  # copies: the caller's sequences stay untouched
     if len(texts) != len(labels):

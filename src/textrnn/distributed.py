@@ -85,7 +85,7 @@ def current() -> Context:
 
 def init(device: str = "auto") -> Context:
     """Join the process group torchrun describes (a no-op for a single process or when already
-    joined). ``device`` is ``train.device``: NCCL when it resolves to CUDA, gloo otherwise."""
+    joined). ``device`` is ``runtime.device``: NCCL when it resolves to CUDA, gloo otherwise."""
     ctx = from_env()
     if not ctx.is_distributed or torch.distributed.is_initialized():
         return current()

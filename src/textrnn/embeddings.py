@@ -161,6 +161,49 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _decode(raw: bytes, lineno: int, where: str) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{where}: line {lineno} is not valid UTF-8 "
+            f"(byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})."
+        ) from None
+    if lineno == 1:
+        text = text.lstrip("\ufeff")
+    return text.rstrip()  # "\n", "\r\n" and fastText's trailing space
+
+
+def _header(text: str, where: str, lineno: int) -> tuple[int, int]:
+    """The word2vec header line's (count, dim)."""
+    parsed = _parse_header(text.encode())
+    if parsed is None:
+        raise DataError(
+            f"{where}: line {lineno} should be the word2vec header 'count dim'. "
+            f"Received: {text[:60]!r}. If the file has no header, use format='glove'."
+        )
+    if parsed[1] < 1:
+        raise DataError(f"{where}: the header gives dimension {parsed[1]}; expected >= 1.")
+    return parsed
+
+
+def _word_and_values(text: str, dim: int, where: str, lineno: int, first_line: int,
+                     first_looks_like_header: bool) -> tuple[str, str | list[str]]:
+    """A vector line's word, and its values: the rest of the line (split only if the word is
+    kept) or, for a word with spaces (GloVe 840B has a few), the last ``dim`` fields."""
+    if text.count(" ") == dim:
+        word, _, values = text.partition(" ")
+        return word, values
+    parts = text.split(" ")
+    if len(parts) - 1 < dim or all(_is_number(p) for p in parts[1 : len(parts) - dim]):
+        hint = " Line 1 looks like a word2vec header: use format='word2vec'." if first_looks_like_header else ""
+        raise DataError(
+            f"{where}: line {lineno} has {len(parts) - 1} values; expected {dim}, "
+            f"the dimension of line {first_line}.{hint}"
+        )
+    return " ".join(parts[: len(parts) - dim]), parts[len(parts) - dim :]
+
+
 def _read_text(
     fh: IO[bytes],
     path: Path,
@@ -182,71 +225,32 @@ def _read_text(
     lineno = 0
     try:
         for lineno, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(
-                    f"{where}: line {lineno} is not valid UTF-8 "
-                    f"(byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})."
-                ) from None
-            if lineno == 1:
-                text = text.lstrip("\ufeff")
-            text = text.rstrip()  # "\n", "\r\n" and fastText's trailing space
+            text = _decode(raw, lineno, where)
             if not text:
                 continue
             if header and count is None:
-                parsed = _parse_header(text.encode())
-                if parsed is None:
-                    raise DataError(
-                        f"{where}: line {lineno} should be the word2vec header 'count dim'. "
-                        f"Received: {text[:60]!r}. If the file has no header, use format='glove'."
-                    )
-                count, dim = parsed
-                if dim < 1:
-                    raise DataError(f"{where}: the header gives dimension {dim}; expected >= 1.")
-                first_line = lineno
+                (count, dim), first_line = _header(text, where, lineno), lineno
                 rows = _Rows(dim, capacity=min(count, _MAX_PREALLOCATED) if keep is None else 1024)
                 continue
-            n_values = text.count(" ")
             if dim is None:  # GloVe: the first line fixes the dimension
-                dim = n_values
-                first_line = lineno
+                dim, first_line = text.count(" "), lineno
                 first_looks_like_header = _parse_header(text.encode()) is not None
                 if dim < 1:
-                    raise DataError(
-                        f"{where}: line {lineno} holds a word without a vector: {text[:60]!r}."
-                    )
+                    raise DataError(f"{where}: line {lineno} holds a word without a vector: {text[:60]!r}.")
                 rows = _Rows(dim)
             assert rows is not None
             read += 1
-            if n_values == dim:
-                word, _, values = text.partition(" ")
-                parts = None
-            else:
-                parts = text.split(" ")
-                # a word with spaces (GloVe 840B has a few): the last dim fields are the vector
-                if len(parts) - 1 < dim or all(_is_number(p) for p in parts[1 : len(parts) - dim]):
-                    hint = ""
-                    if first_looks_like_header:
-                        hint = " Line 1 looks like a word2vec header: use format='word2vec'."
-                    raise DataError(
-                        f"{where}: line {lineno} has {len(parts) - 1} values; expected {dim}, "
-                        f"the dimension of line {first_line}.{hint}"
-                    )
-                word = " ".join(parts[: len(parts) - dim])
+            word, values = _word_and_values(text, dim, where, lineno, first_line, first_looks_like_header)
             if lowercase:
                 word = word.lower()
             if word in seen or (keep is not None and not keep(word)):
                 continue
             row = rows.next_row()
             try:
-                row[:] = values.split(" ") if parts is None else parts[len(parts) - dim :]
+                row[:] = values.split(" ") if isinstance(values, str) else values
             except ValueError:
                 rows.drop_last()
-                raise DataError(
-                    f"{where}: line {lineno} has a value that is not a number, "
-                    f"for word {word!r}."
-                ) from None
+                raise DataError(f"{where}: line {lineno} has a value that is not a number, for word {word!r}.") from None
             seen.add(word)
             words.append(word)
     except (OSError, EOFError) as e:  # a damaged or truncated .gz
@@ -254,10 +258,7 @@ def _read_text(
     if dim is None:
         raise DataError(f"Vector file is empty: {where!r}.")
     if count is not None and read < count:
-        raise DataError(
-            f"{where}: the header promises {count} vectors but the file holds {read}; "
-            "is it truncated?"
-        )
+        raise DataError(f"{where}: the header promises {count} vectors but the file holds {read}; is it truncated?")
     if count is not None and read > count:
         logger.warning("%s: the header promises %d vectors; read %d", where, count, read)
     assert rows is not None
@@ -536,7 +537,7 @@ def train_word2vec(
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"Expected an integer {name} >= {least}. Received: {name}={value!r}.")
     try:
-        from gensim.models import Word2Vec
+        from gensim.models import Word2Vec  # noqa: PLC0415  (optional extra: textrnn[word2vec])
     except ImportError:
         raise ConfigError(
             "Training word2vec needs gensim, which is not installed: "

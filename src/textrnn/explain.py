@@ -34,7 +34,7 @@ def forward_ids(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return clf.forward_ids(ids, lengths)
     model = clf.model_
     device = next(model.parameters()).device  # the model may live on a GPU (textrnn.load(..., device=))
-    dtype = inference_dtype(device, clf.config_.train.precision)  # the arithmetic of predict, so the scores match it
+    dtype = inference_dtype(device, clf.config_.runtime.precision)  # the arithmetic of predict, so the scores match it
     with torch.inference_mode(), autocast(device, dtype):
         return forward(model, torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)).float().cpu().numpy()
 

@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
+from . import __version__
+from .batching import inference_batches, lengths_of, pad_batch
+from .classifier import TextClassifier
 from .errors import ArtifactError, TextRNNError
+from .evaluation import probabilities
+from .inference import predict_logits
+from .io import MODEL, read_folder
+from .models import BagOfEmbeddings, Ensemble, RNNClassifier
+from .text import Tokenizer, encode_texts
 
 log = logging.getLogger("textrnn")
 
@@ -48,7 +57,6 @@ def _export_module(model):
     """The network itself, in eval mode. Traced on a batch of mixed lengths, ``RNNClassifier.encode``
     records its mixed-length path (each direction starting at a real token, pooling masked), which is
     exact for every batch, equal lengths included; so the traced graph holds no data-dependent branch."""
-    from .models import BagOfEmbeddings, Ensemble, RNNClassifier
 
     if not isinstance(model, (RNNClassifier, BagOfEmbeddings, Ensemble)):
         raise TextRNNError(f"Cannot export a {type(model).__name__}: expected RNNClassifier, Ensemble or BagOfEmbeddings.")
@@ -61,12 +69,9 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
 
     With ``check`` (and onnxruntime installed) the file is run on a batch of mixed lengths and
     compared with PyTorch; returns ``{"path", "max_abs_diff"}``."""
-    import torch
-
-    from .classifier import TextClassifier
 
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401, PLC0415  (optional extra: textrnn[onnx])
     except ImportError:
         raise TextRNNError("ONNX export needs the onnx package: pip install 'textrnn[onnx]'") from None
     clf = TextClassifier.load(model_dir, device="cpu")  # traced and checked on the CPU
@@ -99,7 +104,7 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
     result: dict[str, Any] = {"path": str(path), "max_abs_diff": None}
     if check:
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401, PLC0415  (optional extra: textrnn[onnx])
         except ImportError:
             log.info("onnxruntime is not installed: the export was not checked (pip install 'textrnn[onnx]')")
             return result
@@ -109,9 +114,7 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
 
 def _stamp(path: Path, clf, model_dir) -> None:
     """Record in the ONNX file which model it came from."""
-    import onnx
-
-    from . import __version__
+    import onnx  # noqa: PLC0415  (optional extra: textrnn[onnx])
 
     proto = onnx.load(str(path))
     meta = {"textrnn_version": __version__, "labels": json.dumps(clf.classes_),
@@ -127,7 +130,6 @@ def _stamp(path: Path, clf, model_dir) -> None:
 def parity(clf, onnx_clf: "OnnxClassifier", texts: Sequence[str] | None = None) -> float:
     """Largest absolute difference between PyTorch's and onnxruntime's logits on a batch of mixed
     lengths (texts made from the vocabulary when none are given)."""
-    from .inference import predict_logits
 
     if texts is None:
         words = clf.vocab_.tokens[2:] or ["x"]
@@ -146,29 +148,17 @@ class OnnxClassifier:
     def __init__(self, model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
                  num_threads: int | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # noqa: PLC0415  (optional extra: textrnn[onnx])
         except ImportError:
             raise TextRNNError("The ONNX runtime needs onnxruntime: pip install 'textrnn[onnx]'") from None
-        from .config import Config
-        from .errors import ConfigError
-        from .text import Tokenizer, Vocabulary
 
         model_dir = Path(model_dir)
         onnx_path = Path(onnx_path) if onnx_path is not None else model_dir / ONNX_FILE
-        for f in ("config.json", "vocab.txt", "labels.json"):
-            if not (model_dir / f).is_file():
-                raise ArtifactError(f"{str(model_dir)!r} is not a complete textrnn model: missing {f}")
+        art = read_folder(model_dir, MODEL, weights=False)  # the checks of every loader; the weights stay unread
         if not onnx_path.is_file():
             raise ArtifactError(f"ONNX file not found: {str(onnx_path)!r}; make it with: textrnn export {model_dir} --onnx {onnx_path}")
-        try:
-            self.meta_ = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            self.classes_ = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
-            self.config_ = Config.from_dict(self.meta_.get("config", {}), source=str(model_dir / "config.json"))
-        except (json.JSONDecodeError, UnicodeDecodeError, ConfigError, AttributeError) as e:
-            raise ArtifactError(f"{str(model_dir)!r}: cannot read the model's config ({e})") from None
-        t = self.config_.text
-        self.tokenizer_ = Tokenizer.from_config(t)
-        self.vocab_ = Vocabulary.load(model_dir / "vocab.txt")
+        self.meta_, self.classes_, self.config_, self.vocab_ = art.meta, art.classes, art.config, art.vocab
+        self.tokenizer_ = Tokenizer.from_config(self.config_.text)
         self.history_ = self.meta_.get("history", [])
         options = ort.SessionOptions()
         if num_threads:
@@ -189,8 +179,6 @@ class OnnxClassifier:
         self._lock = threading.Lock()
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
-        from .text import encode_texts
-
         t = self.config_.text
         return encode_texts(texts, self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
 
@@ -205,18 +193,11 @@ class OnnxClassifier:
             raise TextRNNError("texts must be a list of strings, not a single string.")
         seqs = self.encode(["" if t is None else str(t) for t in texts])
         out = np.empty((len(seqs), 1 if len(self.classes_) == 2 else len(self.classes_)), dtype=np.float32)
-        order = np.argsort(-np.array([len(s) for s in seqs], dtype=np.int64), kind="stable")
-        for idx in (order[i:i + batch_size] for i in range(0, len(order), batch_size)):  # longest first: little padding
-            lengths = np.array([len(seqs[i]) for i in idx], dtype=np.int64)
-            ids = np.zeros((len(idx), max(int(lengths.max()), 1)), dtype=np.int64)
-            for row, i in enumerate(idx):
-                ids[row, :len(seqs[i])] = seqs[i]
-            out[idx] = self.forward_ids(ids, lengths)
+        for idx in inference_batches(lengths_of(seqs), batch_size):  # longest first: little padding
+            out[idx] = self.forward_ids(*pad_batch([seqs[i] for i in idx]))
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
-        from .evaluation import probabilities
-
         return probabilities(self.decision_function(texts, batch_size))
 
     def predict(self, texts: Sequence[str], batch_size: int = 512) -> list:

@@ -12,8 +12,7 @@ import torch.nn as nn
 
 from . import fastrnn
 from .batching import collate, inference_batches, lengths_of
-from .models import members, num_outputs
-from .optim import loss_fn, predicted_class
+from .models import loss_fn, members, num_outputs, predicted_class
 from .progress import track
 from .runtime import autocast, device_of, inference_dtype, worker_pool
 

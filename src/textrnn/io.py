@@ -224,7 +224,7 @@ def read_folder(path: str | os.PathLike, kind: FolderKind = MODEL, weights: bool
     if classes is not None:
         check_labels(classes, path)
     try:
-        config = Config.from_dict(meta.get("config", {}), source=str(path / "config.json"))
+        config = Config.from_dict(meta.get("config", {}), source=str(path / "config.json"), notify=False)
     except ConfigError as e:
         raise ArtifactError(str(e)) from None
     vocab = read_vocabulary(path / "vocab.txt")

@@ -33,6 +33,22 @@ def output_size(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None,
+            reduction: str = "mean") -> torch.Tensor:
+    """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise."""
+    if logits.size(1) == 1:
+        per = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.to(logits.dtype), reduction="none")
+    else:
+        per = F.cross_entropy(logits, targets, reduction="none")
+    if class_weights is not None:
+        per = per * class_weights[targets]
+    return per.mean() if reduction == "mean" else per
+
+
+def predicted_class(logits: torch.Tensor) -> torch.Tensor:
+    return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
+
+
 def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """Inverted dropout (training only), its mask broadcast from ``mask_shape`` (default: x's) and
@@ -119,7 +135,7 @@ class RNNClassifier(nn.Module):
     def _encode_mixed(self, x: torch.Tensor, lengths: torch.Tensor,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts of different lengths, post-padded, without packing (packed input leaves PyTorch's
-        fast CPU path: measured 1.7-2.3x slower at inference). The forward direction reads real
+        fast CPU path: slower at inference, benchmarks/results/cpu-notes-2026-11-27.md). The forward direction reads real
         tokens before any pad, so its states up to each length are exact; the backward direction
         runs on each text reversed within its own length, so it too starts at a real token."""
         B, T, _ = x.shape

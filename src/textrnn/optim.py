@@ -6,10 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .config import TrainConfig
-
 
 ENCODER = ("embedding", "rnn")  # the layers a pretrained encoder gives (see pretrain.py)
 
@@ -51,22 +49,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_s
     if config.schedule == "linear":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_steps, 1)))
     return None
-
-
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None,
-            reduction: str = "mean") -> torch.Tensor:
-    """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise."""
-    if logits.size(1) == 1:
-        per = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.to(logits.dtype), reduction="none")
-    else:
-        per = F.cross_entropy(logits, targets, reduction="none")
-    if class_weights is not None:
-        per = per * class_weights[targets]
-    return per.mean() if reduction == "mean" else per
-
-
-def predicted_class(logits: torch.Tensor) -> torch.Tensor:
-    return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
 
 
 def balanced_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 adversarial) and gradients; the gradients of pieces run side by side are summed in order, so a
 run is the same whichever thread finishes first.
 
-Why pieces: on a CPU a batch of more than ``train.micro_batch_tokens`` tokens runs faster in
+Why pieces: on a CPU a batch of more than ``runtime.micro_batch_tokens`` tokens runs faster in
 pieces whose activations stay in cache, and in bfloat16 the pieces run side by side, one core
 each. Their gradients add up to the whole batch's.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from . import distributed
-from .optim import loss_fn
+from .models import loss_fn
 from .runtime import autocast
 
 
@@ -30,7 +30,7 @@ def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: in
     recurrent layer slows down once a batch's activations leave the cache; short batches stay whole
     (measured: benchmarks/results/cpu-notes-2026-11-27.md)."""
     count = max(math.ceil(rows * length / max_tokens) if max_tokens else 1, min_pieces)
-    count = math.ceil(count / min_pieces) * min_pieces  # as many for each worker (3 pieces on 2 cores: 0.8x)
+    count = math.ceil(count / min_pieces) * min_pieces  # as many for each worker (cpu-notes)
     count = min(count, max(1, rows // 8))  # pieces of equal size: no small remainder
     if count <= 1:
         return [slice(0, rows)]

@@ -12,7 +12,6 @@ A run directory::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
 
 from . import __version__, distributed, plots, runtime
@@ -40,8 +40,6 @@ log = logging.getLogger("textrnn")
 
 def environment() -> dict:
     """Machine and versions, for every results file (the benchmarks' too)."""
-    import sklearn
-
     cpu = runtime.cpu_description()
     try:
         load = os.getloadavg()
@@ -92,7 +90,7 @@ def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> P
 def portable_config(config: Config) -> Config:
     """``config`` with relative data and embedding paths made absolute (IMDB specs untouched)."""
     sets = {}
-    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings", "model.pretrained_encoder"):
+    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings", "pretrain.encoder"):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if not value or (name in ("train", "test") and value.lower().split(":")[0] == "imdb"):
@@ -113,6 +111,33 @@ def check_test_labels(train, test) -> None:
         raise DataError(f"{test.name or 'the test data'}: {e} (from the training data)") from None
 
 
+def _pretrain(config: Config, texts: list[str], progress: bool) -> tuple[Config, float, float]:
+    """What is learnt from unlabelled texts first, as the config asks (cached by content): the
+    config pointing at it, and the seconds spent on word vectors and on the encoder."""
+    t_vectors = t_pretrain = 0.0
+    if config.pretrain.word2vec_data and not config.model.pretrained_embeddings:
+        t0 = time.perf_counter()
+        with distributed.main_first():  # trained once, by rank 0; the others read its cache
+            config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, texts))})
+        t_vectors = time.perf_counter() - t0
+    if config.pretrain.data and not config.pretrain.encoder:
+        t0 = time.perf_counter()
+        with distributed.main_first():  # pretrained once, by rank 0; the others read its cache
+            config = config.override({"pretrain.encoder": str(pretrained_encoder(config, texts, progress))})
+        t_pretrain = time.perf_counter() - t0
+    return config, t_vectors, t_pretrain
+
+
+def _write_run(output: Path, clf: TextClassifier, config: Config, report: dict, overwrite: bool, y_test, proba_test) -> None:
+    """The run directory: the model, history, metrics, config and plots."""
+    output.mkdir(parents=True, exist_ok=True)
+    clf.save(output / "model", overwrite=overwrite, extra={"metrics": {k: report[k] for k in ("validation", "test") if k in report}})
+    write_json(output / "history.json", clf.history_)
+    write_json(output / "metrics.json", report)
+    write_text(output / "config.toml", portable_config(config).to_toml())
+    write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
+
+
 def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None,
               resume: bool = False) -> dict:
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
@@ -124,8 +149,8 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     alone tests, writes the run directory and returns the report; the others wait for it and
     return ``{"rank": r, "world_size": W}``."""
     output = check_output(output, overwrite, resume)
-    ctx = distributed.init(config.train.device)  # nothing to do without torchrun
-    resolve_device(config.train.device, ctx.local_rank, ctx.world_size)  # no GPU for "cuda": say so before the data
+    ctx = distributed.init(config.runtime.device)  # nothing to do without torchrun
+    resolve_device(config.runtime.device, ctx.local_rank, ctx.world_size)  # no GPU for "cuda": say so before the data
     progress = progress and ctx.is_main
     t0 = time.perf_counter()
     with distributed.main_first():  # rank 0 fills the caches (the parsed IMDB) that the others then read
@@ -134,18 +159,8 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     t_data = time.perf_counter() - t0
     log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
              len(test.texts) if test else 0, t_data)
-    if config.model.word2vec_data and not config.model.pretrained_embeddings:
-        t_vec = time.perf_counter()
-        with distributed.main_first():  # trained once, by rank 0; the others read its cache
-            config = config.override({"model.pretrained_embeddings": str(word2vec_vectors(config, train.texts))})
-        t_data += time.perf_counter() - t_vec
-    t_pretrain = 0.0
-    if config.model.pretrain_data and not config.model.pretrained_encoder:
-        t_pre = time.perf_counter()
-        with distributed.main_first():  # pretrained once, by rank 0; the others read its cache
-            config = config.override({"model.pretrained_encoder": str(pretrained_encoder(config, train.texts, progress))})
-        t_pretrain = time.perf_counter() - t_pre
-        t_data += t_pretrain
+    config, t_vectors, t_pretrain = _pretrain(config, train.texts, progress)
+    t_data += t_vectors + t_pretrain
     clf = TextClassifier(config)
     checkpoint = output / "checkpoint"
     created = not output.exists()
@@ -187,13 +202,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     report["timings"] = {"data_seconds": t_data, "pretrain_seconds": t_pretrain, "fit_seconds": t_fit, "test_seconds": t_eval,
                          "total_seconds": time.perf_counter() - t0}
     report["history"] = clf.history_
-    output.mkdir(parents=True, exist_ok=True)
-    clf.save(output / "model", overwrite=overwrite or resume,
-             extra={"metrics": {k: report[k] for k in ("validation", "test") if k in report}})
-    write_json(output / "history.json", clf.history_)
-    write_json(output / "metrics.json", report)
-    write_text(output / "config.toml", portable_config(config).to_toml())
-    write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
+    _write_run(output, clf, config, report, overwrite or resume, y_test, proba_test)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
     report["model_dir"] = str(output / "model")
     distributed.barrier()  # let the others go

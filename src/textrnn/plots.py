@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc
 
 log = logging.getLogger("textrnn")
 
@@ -22,15 +24,15 @@ BLUE, ORANGE, GREY = "#2563eb", "#ea580c", "#6b7280"
 
 def available() -> bool:
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401, PLC0415  (optional extra: textrnn[plots])
     except ImportError:
         return False
     return True
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  (optional extra: textrnn[plots])
+    from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -101,9 +103,6 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence, path: s
 def roc_curve(y_true: Sequence[int], scores: Sequence[float], path: str | os.PathLike | None = None,
               positive: str = "1", title: str = "ROC curve (test)") -> bytes:
     """Two classes: the ROC curve of ``scores`` (the positive class's probability), with its AUC."""
-    from sklearn.metrics import roc_auc_score
-    from sklearn.metrics import roc_curve as sk_roc
-
     y_true = np.asarray(y_true)
     if len(np.unique(y_true)) < 2:
         raise ValueError("roc_curve needs both classes among the true labels")

@@ -5,7 +5,7 @@ The texts become one stream of token ids: the documents in a seeded random order
 by ``<pad>`` (id 0) as the document boundary. The classifier never feeds ``<pad>`` to its
 recurrent layer and its embedding row is zero, so the LM reads a boundary as "nothing here" and
 learns to predict where a document ends. The stream is cut into B parallel rows, read in chunks
-of ``model.pretrain_bptt`` tokens with the recurrent state carried (detached) from chunk to
+of ``pretrain.bptt`` tokens with the recurrent state carried (detached) from chunk to
 chunk: truncated backpropagation through time. The first 1% of the stream (at most 200,000
 tokens) is held out for the validation perplexity.
 
@@ -33,9 +33,7 @@ import logging
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -49,7 +47,7 @@ from . import __version__
 from .config import Config, ModelConfig, TrainConfig, check_pretrainable
 from .datasets import load_data
 from .embeddings import train_word2vec
-from .errors import ArtifactError, ConfigError, DataError, TextRNNError
+from .errors import ConfigError, DataError, TextRNNError
 from .io import ENCODER as ENCODER_FOLDER
 from .io import atomic_folder, cache_dir, content_key, read_folder, save_tensors
 from .models import _CELLS, RNNClassifier, SpatialDropout
@@ -71,15 +69,16 @@ def cutoffs(vocab_size: int) -> list[int]:
 
 
 class LanguageModel(nn.Module):
-    def __init__(self, config: ModelConfig, vocab_size: int):
+    def __init__(self, config: ModelConfig, vocab_size: int, dropout: float = 0.1):
+        """``dropout`` (pretrain.dropout) on the embeddings and on the recurrent outputs."""
         super().__init__()
         check_pretrainable(config)
         self.config = c = config
         self.embedding = nn.Embedding(vocab_size, c.embedding_dim, padding_idx=PAD_ID)  # as RNNClassifier's
         self.rnn = _CELLS[c.cell](c.embedding_dim, c.hidden_size, num_layers=c.num_layers, batch_first=True,
                                   bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
-        self.embedding_dropout = SpatialDropout(c.pretrain_dropout)
-        self.dropout = nn.Dropout(c.pretrain_dropout)
+        self.embedding_dropout = SpatialDropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.directions = 2 if c.bidirectional else 1
         self.softmax = nn.ModuleList(  # one per direction
             nn.AdaptiveLogSoftmaxWithLoss(c.hidden_size, vocab_size, cutoffs(vocab_size), div_value=4.0)
@@ -106,7 +105,7 @@ class LanguageModel(nn.Module):
         """Mean negative log-likelihood of ``targets`` (B, T), each the token after its input in
         ``ids`` (B, T) in this direction's reading order; and the state to carry on. ``bf16``:
         bfloat16 autocast of the softmax (CUDA); ``bf16_all``: of the embedding and the recurrent
-        layer (a CPU with native bfloat16, train.precision "auto"), the softmax staying float32."""
+        layer (a CPU with native bfloat16, runtime.precision "auto"), the softmax staying float32."""
         with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16_all):
             x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
             out, state = self.run(direction, x, state)  # (B, T, H)
@@ -185,38 +184,38 @@ def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: 
 
 def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool = True) -> list[dict]:
     """Train ``lm`` in place on ``stream`` with truncated BPTT, AdamW and a one-cycle rate, on
-    ``train.device``; returns one history row per epoch."""
-    m, t = config.model, config.train
-    device = resolve_device(t.device)
-    set_threads(t.num_threads)
-    seed_everything(t.seed)
-    n_val = min(max(len(stream) // 100, 2 * (m.pretrain_bptt + 1)), 200_000, len(stream) // 4)
-    val, train = stream[:n_val], stream[n_val:n_val + (m.pretrain_max_tokens or len(stream))]
-    rows = max(1, min(m.pretrain_batch_size, len(train) // (m.pretrain_bptt + 1)))
+    ``runtime.device``; returns one history row per epoch."""
+    p, r = config.pretrain, config.runtime
+    device = resolve_device(r.device)
+    set_threads(r.num_threads)
+    seed_everything(config.train.seed)
+    n_val = min(max(len(stream) // 100, 2 * (p.bptt + 1)), 200_000, len(stream) // 4)
+    val, train = stream[:n_val], stream[n_val:n_val + (p.max_tokens or len(stream))]
+    rows = max(1, min(p.batch_size, len(train) // (p.bptt + 1)))
     data = batchify(train, rows).to(device)  # (B, L)
     if data.size(1) < 2:
         raise DataError(f"Too few tokens to pretrain a language model: {len(stream)} in all. Give it more texts.")
-    steps = math.ceil((data.size(1) - 1) / m.pretrain_bptt)
+    steps = math.ceil((data.size(1) - 1) / p.bptt)
     lm.to(device)
-    opt = TrainConfig(optimizer="adamw", learning_rate=m.pretrain_learning_rate, weight_decay=0.01, schedule="onecycle")
+    opt = TrainConfig(optimizer="adamw", learning_rate=p.learning_rate, weight_decay=0.01, schedule="onecycle")
     optimizer = make_optimizer(lm, opt)
-    total_steps = steps * m.pretrain_epochs
+    total_steps = steps * p.epochs
     schedule = make_schedule(optimizer, opt, total_steps)
-    budget = m.pretrain_max_seconds
+    budget = p.max_seconds
     started = time.perf_counter()
     done = 0  # steps taken, or (with a time budget) the share of the cycle that the clock has used, in steps
-    bf16 = m.pretrain_bf16 and device.type == "cuda"
-    bf16_all = device.type == "cpu" and compute_dtype(device, t.precision) == torch.bfloat16  # train.precision, as fit
+    bf16 = p.bf16_softmax and device.type == "cuda"
+    bf16_all = device.type == "cpu" and compute_dtype(device, r.precision) == torch.bfloat16  # runtime.precision, as fit
     log.info("pretrain: %d training tokens in %d streams of %d, %d validation tokens, %d steps an epoch on %s",
              data.numel(), rows, data.size(1), len(val), steps, device)
     history = []
-    for epoch in range(1, m.pretrain_epochs + 1):
+    for epoch in range(1, p.epochs + 1):
         lm.train()
         states = [None] * lm.directions
         total, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-        pairs = zip(*(chunks(r, m.pretrain_bptt) for r in readings(data, lm.directions)))
+        pairs = zip(*(chunks(r, p.bptt) for r in readings(data, lm.directions)))
         if show_progress:
-            pairs = track(pairs, steps, f"pretrain {epoch}/{m.pretrain_epochs}", " chunks", data.numel())
+            pairs = track(pairs, steps, f"pretrain {epoch}/{p.epochs}", " chunks", data.numel())
         for step, pair in enumerate(pairs, 1):
             loss = 0.0
             for d, (x, y) in enumerate(pair):
@@ -240,19 +239,19 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
             if step % max(1, steps // 10) == 0 or step == steps or out_of_time:  # reading the loss waits for a GPU: not every step
                 if not math.isfinite(value := float(loss.detach())):
                     raise TextRNNError(f"Pretraining diverged: the loss became {value} at epoch {epoch}, step {step}. Try a "
-                                       f"lower model.pretrain_learning_rate (received: {m.pretrain_learning_rate}).")
+                                       f"lower pretrain.learning_rate (received: {p.learning_rate}).")
                 if show_progress and not sys.stderr.isatty():  # on a terminal the bar shows progress
                     log.info("pretrain: epoch %d, step %d/%d, loss %.3f", epoch, step, steps, float(total) / count)
             if out_of_time:
-                log.info("pretrain: model.pretrain_max_seconds=%s reached at epoch %d, step %d/%d", budget, epoch, step, steps)
+                log.info("pretrain: pretrain.max_seconds=%s reached at epoch %d, step %d/%d", budget, epoch, step, steps)
                 break
         loss_mean, seconds = float(total) / count, time.perf_counter() - t0
-        val_loss = evaluate(lm, val, rows, m.pretrain_bptt, bf16, bf16_all)
+        val_loss = evaluate(lm, val, rows, p.bptt, bf16, bf16_all)
         row = {"epoch": epoch, "loss": loss_mean, "perplexity": math.exp(loss_mean), "val_loss": val_loss,
                "val_perplexity": math.exp(val_loss), "seconds": seconds, "tokens": count, "tokens_per_s": count / max(seconds, 1e-9)}
         history.append(row)
         log.info("pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)", epoch,
-                 m.pretrain_epochs, row["perplexity"], row["val_perplexity"], seconds, row["tokens_per_s"])
+                 p.epochs, row["perplexity"], row["val_perplexity"], seconds, row["tokens_per_s"])
         if out_of_time:
             break
     lm.eval()
@@ -266,8 +265,9 @@ def pretrain_settings(config: Config, tokenizer: Tokenizer) -> dict:
             "min_freq": t.min_freq, **{k: getattr(m, k) for k in ("cell", "embedding_dim", "hidden_size", "num_layers",
                                                                   "bidirectional")},
             "dropout": m.dropout if m.num_layers > 1 else None,  # only between recurrent layers
-            **{k: v for k, v in vars(m).items() if k.startswith("pretrain_") and k != "pretrain_data"},
-            "seed": config.train.seed, "precision": config.train.precision}
+            **{f"pretrain_{k}": v for k, v in vars(config.pretrain).items()
+               if k not in ("data", "encoder", "word2vec_data", "word2vec_epochs")},
+            "seed": config.train.seed, "precision": config.runtime.precision}
 
 
 def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.PathLike, progress: bool = True,
@@ -279,7 +279,7 @@ def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.Pa
     vocab = corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
     stream = token_stream(corpus.encode(vocab, max_length=sys.maxsize), config.train.seed)
     torch.manual_seed(config.train.seed)
-    lm = LanguageModel(m, len(vocab))
+    lm = LanguageModel(m, len(vocab), config.pretrain.dropout)
     log.info("pretrain: a %s%s language model (embedding %d, hidden %d, %d layer(s)) on %d texts, %d tokens, "
              "vocabulary %d", "bidirectional " if m.bidirectional else "", m.cell.upper(), m.embedding_dim,
              m.hidden_size, m.num_layers, len(corpus), len(stream), len(vocab))
@@ -319,9 +319,9 @@ def corpora_key(settings, corpora: list[TokenizedCorpus]) -> str:
 
 
 def pretrained_encoder(config: Config, texts: list[str], progress: bool = True) -> Path:
-    """An encoder pretrained on ``texts`` plus the unlabelled ``config.model.pretrain_data``,
+    """An encoder pretrained on ``texts`` plus the unlabelled ``config.pretrain.data``,
     cached by content (token ids, settings, seed): the same texts and settings train only once."""
-    tokenizer, corpora = with_unlabelled(config, texts, config.model.pretrain_data)
+    tokenizer, corpora = with_unlabelled(config, texts, config.pretrain.data)
     path = cache_dir() / "encoders" / f"encoder-{corpora_key(pretrain_settings(config, tokenizer), corpora)}"
     if (path / "config.json").is_file():  # the folder is renamed into place whole: if it is there, it is complete
         log.info("pretrain: reusing %s", path)
@@ -330,11 +330,11 @@ def pretrained_encoder(config: Config, texts: list[str], progress: bool = True) 
 
 
 def word2vec_vectors(config: Config, texts: list[str]) -> Path:
-    """Word vectors trained on ``texts`` plus the unlabelled ``config.model.word2vec_data``, in
+    """Word vectors trained on ``texts`` plus the unlabelled ``config.pretrain.word2vec_data``, in
     the word2vec text format, cached by content: the same texts and settings train only once."""
-    m = config.model
-    tokenizer, corpora = with_unlabelled(config, texts, m.word2vec_data)
-    key = corpora_key([m.embedding_dim, m.word2vec_epochs, tokenizer.to_dict(), config.train.seed], corpora)
+    m, p = config.model, config.pretrain
+    tokenizer, corpora = with_unlabelled(config, texts, p.word2vec_data)
+    key = corpora_key([m.embedding_dim, p.word2vec_epochs, tokenizer.to_dict(), config.train.seed], corpora)
     path = cache_dir() / "vectors" / f"word2vec-{key}.txt"
     if path.is_file():
         log.info("word2vec: reusing %s", path)
@@ -348,7 +348,7 @@ def word2vec_vectors(config: Config, texts: list[str]) -> Path:
 
     log.info("word2vec: training %d-dimensional vectors on %d texts", m.embedding_dim, sum(len(c) for c in corpora))
     path.parent.mkdir(parents=True, exist_ok=True)
-    return train_word2vec(sentences(), path, dim=m.embedding_dim, epochs=m.word2vec_epochs, seed=config.train.seed)
+    return train_word2vec(sentences(), path, dim=m.embedding_dim, epochs=p.word2vec_epochs, seed=config.train.seed)
 
 
 # ------------------------------------------------------------------------------- the folder

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__, plots
+from .classifier import TextClassifier
+from .config import Config
 from .errors import TextRNNError
+from .explain import CSS as EXPLAIN_CSS
+from .explain import explain, highlight
+from .pipeline import load_split
 
 log = logging.getLogger("textrnn")
 
@@ -34,8 +40,6 @@ def _read_json(path: Path):
 
 
 def _config(run: Path, metrics: dict):
-    from .config import Config
-
     if (run / "config.toml").is_file():
         return Config.from_toml(run / "config.toml"), (run / "config.toml").read_text(encoding="utf-8")
     config = Config.from_dict(metrics.get("config", {}), source=str(run / "metrics.json"))
@@ -92,9 +96,6 @@ def _summary(metrics: dict) -> str:
 def _misclassified(run: Path, config, n: int, seed: int, progress: bool) -> tuple[str, dict]:
     """The HTML of up to ``n`` misclassified test texts with highlights, and what was computed
     (``y``, ``proba``, ``classes``) for plots that need it."""
-    from .classifier import TextClassifier
-    from .explain import explain, highlight
-    from .pipeline import load_split
 
     if not config.data.test:
         return "<p class='muted'>This run has no test split (data.test is not set).</p>", {}
@@ -143,9 +144,6 @@ figcaption{color:#5f6b76;font-size:.9em}
 def build_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = None, examples: int = 10,
                  seed: int = 0, progress: bool = True) -> Path:
     """Write the run's HTML report (default ``RUN_DIR/report.html``) and return its path."""
-    from . import __version__, plots
-    from .explain import CSS as EXPLAIN_CSS
-
     run = Path(run_dir)
     if not run.is_dir():
         raise TextRNNError(f"Run directory not found: {str(run)!r}")

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from ._env import CPU_PROFILE_ENV, CPU_PROFILES, cpu_profile
+from .config import RuntimeConfig
 from .errors import ConfigError
 
 log = logging.getLogger("textrnn")
@@ -115,23 +116,22 @@ def set_threads(num_threads: int | None, processes_here: int = 1) -> None:
 
 
 def resolve_device(spec: str = "auto", local_rank: int = 0, world_size: int = 1) -> torch.device:
-    """``train.device`` as a ``torch.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
+    """``runtime.device`` as a ``torch.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
     Under torchrun (``world_size > 1``) ``auto`` and ``cuda`` mean the GPU numbered ``local_rank``."""
-    from .config import TrainConfig  # config imports nothing of the package but errors: no loop
 
     if not isinstance(spec, str) or spec not in ("auto", "cpu"):
-        TrainConfig(device=spec)  # the same check, and message, as the setting's
+        RuntimeConfig(device=spec)  # the same check, and message, as the setting's
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
                else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-        raise ConfigError(f"train.device={spec!r} needs CUDA, which is not available: {why}. "
-                          f"Use train.device='cpu' or 'auto'.")
+        raise ConfigError(f"runtime.device={spec!r} needs CUDA, which is not available: {why}. "
+                          f"Use runtime.device='cpu' or 'auto'.")
     count = torch.cuda.device_count()
     index = int(spec.split(":")[1]) if ":" in spec else (local_rank if world_size > 1 else None)
     if index is not None and index >= count:
-        raise ConfigError(f"train.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
+        raise ConfigError(f"runtime.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
                           + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "") + ".")
     return torch.device("cuda", index) if index is not None else torch.device("cuda")
 
@@ -152,7 +152,7 @@ def _no_native_bf16() -> str:
 
 
 def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
-    """The dtype of the training forward pass for ``TrainConfig.precision``. "auto" takes bfloat16
+    """The dtype of the training forward pass for ``RuntimeConfig.precision``. "auto" takes bfloat16
     only on a CPU with native bfloat16, where it trains faster at the same validation accuracy
     (benchmarks/results/precision-*.json); on CUDA "auto" stays float32 (these small models are
     launch-bound there). An explicit "bfloat16" on a CPU without it stops with one line: oneDNN's
@@ -162,8 +162,8 @@ def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     if precision == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
-        raise ConfigError(f"train.precision='bfloat16' needs native bfloat16, but {_no_native_bf16()}. "
-                          f"Use train.precision='auto' (float32 here) or 'float32'.")
+        raise ConfigError(f"runtime.precision='bfloat16' needs native bfloat16, but {_no_native_bf16()}. "
+                          f"Use runtime.precision='auto' (float32 here) or 'float32'.")
     return getattr(torch, precision)
 
 
@@ -202,9 +202,9 @@ _pinned = {"holders": 0, "threads": 1}
 @contextlib.contextmanager
 def worker_pool(workers: int) -> Iterator[ThreadPoolExecutor | None]:
     """A pool of ``workers`` threads, each running its batches on one core (torch's intra-op threads
-    set to 1, restored after; ``None`` for one worker). On 2 cores two batches of 64 side by side
-    predict 1.5-2x the reviews/s of one batch at a time on both cores: a 64-row recurrent step is
-    too small to share out (benchmarks/results/cpu-notes-2026-11-27.md). Held for a whole fit (see
+    set to 1, restored after; ``None`` for one worker). Batches side by side, one core each, predict
+    faster than one batch at a time on every core: a 64-row recurrent step is too small to share
+    out (benchmarks/results/cpu-notes-2026-11-27.md). Held for a whole fit (see
     pieces.workers): changing the thread count every step would rebuild oneDNN's kernels. torch's
     thread count is one per process, so pools opened at once from several threads (a server's
     requests) share the setting: the last to close restores it."""

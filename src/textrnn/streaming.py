@@ -27,15 +27,18 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .datasets import TABLE_SUFFIXES, _as_text
+from .classifier import TextClassifier
+from .datasets import TABLE_SUFFIXES, as_text, missing_column
 from .errors import ArtifactError, DataError, TextRNNError
+from .progress import Progress
 
 log = logging.getLogger("textrnn")
 
@@ -126,9 +129,8 @@ def _csv_header(path: Path, delimiter: str, text_column: str) -> tuple[int, int,
                 if any(cell.strip() for cell in header):
                     header = [cell.strip() for cell in header]
                     if text_column not in header:
-                        from .datasets import _missing_column
 
-                        raise _missing_column(path.name, text_column, "text", header)
+                        raise missing_column(path.name, text_column, "text", header)
                     return header.index(text_column), len(header), lines.pos
         except csv.Error as e:
             raise DataError(f"{path.name}: cannot parse the header: {e}.") from None
@@ -164,7 +166,7 @@ def _jsonl_rows(lines: _Lines, text_column: str) -> Iterator[str]:
         elif not seen_column and n >= 1000:  # a thousand rows without it: the wrong column name
             raise DataError(f"{lines.name}: no text column {text_column!r} in 1,000 rows; keys found: "
                             f"{list(obj)[:10]}.")
-        yield _as_text(obj.get(text_column), "utf-8")
+        yield as_text(obj.get(text_column), "utf-8")
     if n and not seen_column:
         raise DataError(f"{lines.name}: no row has the text column {text_column!r}.")
 
@@ -192,17 +194,14 @@ def read_chunks(path: Path, text_column: str, chunk_size: int, position: int = 0
 
 
 def _parquet_chunks(path: Path, text_column: str, chunk_size: int, start: int) -> Iterator[tuple[list[str], int]]:
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
     except Exception as e:  # pyarrow raises several types for files that are not Parquet
         raise DataError(f"Cannot read {path.name!r} as Parquet: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
     if text_column not in names:
-        from .datasets import _missing_column
 
-        raise _missing_column(path.name, text_column, "text", names)
+        raise missing_column(path.name, text_column, "text", names)
     # skip whole row groups before ``start``; then the rows of the first one before it
     groups, first_row = [], 0
     for g in range(pf.metadata.num_row_groups):
@@ -219,7 +218,7 @@ def _parquet_chunks(path: Path, text_column: str, chunk_size: int, start: int) -
             if skip:
                 cut = min(skip, len(texts))
                 texts, skip = texts[cut:], skip - cut
-            buffer.extend(_as_text(t, "utf-8") for t in texts)
+            buffer.extend(as_text(t, "utf-8") for t in texts)
             while len(buffer) >= chunk_size:
                 chunk, buffer = buffer[:chunk_size], buffer[chunk_size:]
                 row += len(chunk)
@@ -232,7 +231,6 @@ def count_rows(path: Path) -> int | None:
     """Rows in the input when that is cheap to know (Parquet), else None."""
     if input_kind(path) != "parquet":
         return None
-    import pyarrow.parquet as pq
 
     try:
         return pq.ParquetFile(path).metadata.num_rows
@@ -273,8 +271,6 @@ class _JsonlWriter:
 
 class _ParquetWriter:
     def __init__(self, output: Path, chunks_done: int, classes: list):
-        import pyarrow as pa
-
         self.parts, self.classes = parts_path(output), classes
         self.parts.mkdir(parents=True, exist_ok=True)
         for part in self.parts.iterdir():  # chunks written after the last commit, and temp files
@@ -287,9 +283,6 @@ class _ParquetWriter:
                                 + [(f"probability_{c}", pa.float32()) for c in classes])
 
     def write(self, texts: list[str], proba: np.ndarray, labels: list) -> int:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         columns = [pa.array(texts, pa.string()), pa.array(labels, self.schema.field("label").type)]
         columns += [pa.array(proba[:, i].astype(np.float32)) for i in range(len(self.classes))]
         table = pa.Table.from_arrays(columns, schema=self.schema)
@@ -303,8 +296,6 @@ class _ParquetWriter:
 
     def finish(self, output: Path) -> None:
         """Merge the chunks, in order, into one file (one row group per chunk), one chunk in memory at a time."""
-        import pyarrow.parquet as pq
-
         tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
         try:
             with pq.ParquetWriter(tmp, self.schema) as writer:
@@ -359,44 +350,9 @@ def _read_progress(path: Path) -> dict:
     return state
 
 
-# ---------------------------------------------------------------------------------- progress
-class _Progress:
-    """A tqdm bar (rows, rows/s) on a terminal; a plain line every ``every`` seconds otherwise."""
-
-    def __init__(self, enabled: bool, total: int | None, initial: int, every: float = 10.0):
-        self.enabled, self.every, self.bar = enabled, every, None
-        self.t0 = self.last = time.perf_counter()
-        self.start_rows = initial
-        if enabled and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc="predict", unit="row", unit_scale=True,
-                            dynamic_ncols=True, leave=False)
-
-    def update(self, n: int, rows: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self.last >= self.every:
-            self.last = time.perf_counter()
-            rate = (rows - self.start_rows) / max(self.last - self.t0, 1e-9)
-            log.info("predict: %s rows done (%s rows/s)", f"{rows:,}", f"{rate:,.0f}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 # ---------------------------------------------------------------------------------- the job
-def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike, *,
-                 text_column: str = "text", chunk_size: int = 10_000, batch_size: int = 512, device: str = "auto",
-                 resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Predict every row of ``input_path`` into ``output`` (.jsonl or .parquet), ``chunk_size`` rows
-    at a time. A run stopped part way is continued from its sidecar when the same input and model
-    are given again (``resume=True`` insists on it); ``overwrite=True`` starts again.
-    Returns ``{"rows", "seconds", "rows_per_s", "resumed_from", "output"}``."""
-    from .classifier import TextClassifier
-
-    model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
+def _check_job(model_dir: Path, input_path: Path, output: Path, chunk_size: int) -> str:
+    """Refuse a job that cannot run, before any work; the output's kind (jsonl, parquet)."""
     if chunk_size < 1:
         raise TextRNNError(f"chunk_size must be greater than 0. Received: chunk_size={chunk_size}")
     kind = output_kind(output)
@@ -407,24 +363,44 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
         raise TextRNNError(f"--output must differ from --input. Received: {str(output)!r} for both.")
     if not model_dir.is_dir() or any(not (model_dir / f).is_file() for f in MODEL_FILES):
         TextClassifier.load(model_dir, device="cpu")  # raises the loader's own message
+    return kind
+
+
+def _earlier_progress(output: Path, identity: dict, resume: bool, overwrite: bool) -> dict | None:
+    """The sidecar's state of an earlier run of this same job to continue, or None to start afresh."""
     sidecar, parts = progress_path(output), parts_path(output)
-    identity = _identity(input_path, model_dir, text_column, kind)
-    state = None
     if overwrite:
         for p in (sidecar, output):
             p.unlink(missing_ok=True)
         shutil.rmtree(parts, ignore_errors=True)
-    elif sidecar.exists():
+        return None
+    if sidecar.exists():
         state = _read_progress(sidecar)
         differs = [k for k in identity if state.get(k) != identity[k]]
         if differs:
             raise ArtifactError(f"{str(sidecar)!r} is the progress of another run ("
                                 f"{_describe_difference(state, identity, differs[0])}); pass --overwrite to start again.")
-    elif resume:
+        return state
+    if resume:
         raise ArtifactError(f"Nothing to resume: {str(sidecar)!r} does not exist.")
-    elif output.exists() or parts.exists():
+    if output.exists() or parts.exists():
         raise ArtifactError(f"{str(output)!r} already exists; pass --overwrite to replace it.")
+    return None
 
+
+def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike, *,
+                 text_column: str = "text", chunk_size: int = 10_000, batch_size: int = 512, device: str = "auto",
+                 resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Predict every row of ``input_path`` into ``output`` (.jsonl or .parquet), ``chunk_size`` rows
+    at a time. A run stopped part way is continued from its sidecar when the same input and model
+    are given again (``resume=True`` insists on it); ``overwrite=True`` starts again.
+    Returns ``{"rows", "seconds", "rows_per_s", "resumed_from", "output"}``."""
+
+    model_dir, input_path, output = Path(model_dir), Path(input_path), Path(output)
+    kind = _check_job(model_dir, input_path, output, chunk_size)
+    sidecar, parts = progress_path(output), parts_path(output)
+    identity = _identity(input_path, model_dir, text_column, kind)
+    state = _earlier_progress(output, identity, resume, overwrite)
     clf = TextClassifier.load(model_dir, device=device)
     fresh = state is None
     if fresh:
@@ -437,7 +413,7 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
         log.info("continuing %s from row %s (%s)", output, f"{resumed_from:,}", sidecar.name)
     writer = (_JsonlWriter(output, state["output_bytes"], clf.classes_) if kind == "jsonl"
               else _ParquetWriter(output, state["chunks_done"], clf.classes_))
-    bar = _Progress(progress, count_rows(input_path), resumed_from)
+    bar = Progress(count_rows(input_path), "predict", " rows", progress, initial=resumed_from, every=10.0, unit_scale=True)
     t0 = time.perf_counter()
     try:
         if not state["input_done"]:
@@ -448,7 +424,7 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
                 state.update(rows_done=state["rows_done"] + len(texts), chunks_done=state["chunks_done"] + 1,
                              input_position=position, output_bytes=size)
                 commit(sidecar, state)
-                bar.update(len(texts), state["rows_done"])
+                bar.update(len(texts))
             state["input_done"] = True
             commit(sidecar, state)
         writer.finish(output)

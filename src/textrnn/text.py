@@ -6,8 +6,12 @@ its own, and used by the server without the training stack.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
+import os
 import re
+import tempfile
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -254,10 +258,6 @@ def _vocab_from_counts(types: list[str], counts: np.ndarray, max_size: int | Non
 def tokenize_cached(texts: Sequence[str], tokenizer: Tokenizer, cache: Path | None) -> TokenizedCorpus:
     """``TokenizedCorpus.build`` with a cache keyed by the texts' content and the tokenizer's
     settings: the second run on the same data skips tokenization."""
-    import hashlib
-    import json
-    import os
-    import tempfile
 
     if cache is None:
         return TokenizedCorpus.build(texts, tokenizer)

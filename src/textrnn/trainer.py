@@ -28,13 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, fastrnn, pieces
 from .batching import collate, lengths_of, training_batches
-from .checkpoint import (Checkpointer, DeferredInterrupt, data_fingerprint, optimizer_to_files, restore,
-                         torch_rng_states)
-from .config import TrainConfig
+from .checkpoint import Checkpointer, DeferredInterrupt, data_fingerprint, optimizer_to_files, restore, torch_rng_states
+from .config import RuntimeConfig, TrainConfig
 from .errors import CheckpointError, TextRNNError, TrainingInterrupted
-from .inference import predict_logits, evaluate_loss
-from .models import num_outputs
-from .optim import balanced_weights, is_encoder, loss_fn, make_optimizer, make_schedule, predicted_class, step_in_parts
+from .inference import evaluate_loss, predict_logits
+from .models import loss_fn, num_outputs, predicted_class
+from .optim import balanced_weights, is_encoder, make_optimizer, make_schedule, step_in_parts
 from .progress import Progress
 from .runtime import compute_dtype, resolve_device, seed_everything, set_threads, worker_pool
 
@@ -64,21 +63,23 @@ class Loop:
 def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, config: TrainConfig,
         val_x: Sequence[np.ndarray] | None = None, val_y: np.ndarray | None = None,
         progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
-        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False) -> list[dict]:
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+        runtime: RuntimeConfig | None = None) -> list[dict]:
     """Train ``model`` in place; returns the history (one dict per epoch). With validation data the
     weights of the best epoch (by ``config.monitor``) are restored at the end.
 
     With ``checkpoint_dir`` a checkpoint is written at every epoch end and every
-    ``config.checkpoint_every`` steps; ``resume=True`` continues from it, and the result is the
+    ``runtime.checkpoint_every`` steps; ``resume=True`` continues from it, and the result is the
     same, bit for bit on CPU, as a run that was never interrupted. Ctrl-C then stops at the next
     step with a checkpoint written (:class:`TrainingInterrupted`).
 
-    The model moves to ``config.device``. In a process group (torchrun, see distributed.py) each
+    The model moves to ``runtime.device``. In a process group (torchrun, see distributed.py) each
     process trains on its share of every epoch's batches under DistributedDataParallel; only
     rank 0 writes checkpoints; every process returns the same history and weights."""
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
-    return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir).run(resume)
+    return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir,
+                   runtime).run(resume)
 
 
 def _finite_parameters(model: nn.Module) -> bool:
@@ -91,14 +92,15 @@ class Trainer:
     def __init__(self, model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, config: TrainConfig,
                  val_x: Sequence[np.ndarray] | None = None, val_y: np.ndarray | None = None, progress: bool = True,
                  on_epoch_end: Callable[[dict], None] | None = None,
-                 checkpoint_dir: str | os.PathLike | None = None):
+                 checkpoint_dir: str | os.PathLike | None = None, runtime: RuntimeConfig | None = None):
         self.model, self.train_x, self.config, self.on_epoch_end = model, train_x, config, on_epoch_end
+        self.runtime = runtime = runtime or RuntimeConfig()
         self.ctx = ctx = distributed.current()
-        self.device = device = resolve_device(config.device, ctx.local_rank, ctx.world_size)
+        self.device = device = resolve_device(runtime.device, ctx.local_rank, ctx.world_size)
         self.progress = progress and ctx.is_main
         seed_everything(config.seed)
         random.seed(config.seed)
-        set_threads(config.num_threads, ctx.local_world_size if ctx.is_distributed else 1)
+        set_threads(runtime.num_threads, ctx.local_world_size if ctx.is_distributed else 1)
         if ctx.rank:  # its own dropout masks on each process; the batch order (numpy, below) is shared
             torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
         self.rng = np.random.default_rng(config.seed)
@@ -111,7 +113,7 @@ class Trainer:
         # every process takes ceil(batches / W) steps an epoch (see distributed.shard)
         self.steps_per_epoch = math.ceil(math.ceil(len(train_x) / config.batch_size) / ctx.world_size)
         self.optimizer = make_optimizer(model, config)
-        dtype = compute_dtype(device, config.precision)
+        dtype = compute_dtype(device, runtime.precision)
         self.workers = pieces.workers(device, dtype, ctx)
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * config.epochs)
         self.frozen = ([p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad]
@@ -128,7 +130,7 @@ class Trainer:
     def run(self, resume: bool = False) -> list[dict]:
         if resume:
             saved, self.best_state = restore(self.ckpt, self.model, self.optimizer, self.schedule, self.rng,
-                                             dataclasses.asdict(self.config), self.fingerprint, self.ctx, self.device)
+                                             self._settings(), self.fingerprint, self.ctx, self.device)
             self.loop = Loop(**saved)
             log.info("resuming from epoch %d, batch %d (step %d)%s", self.loop.epoch, self.loop.batch, self.loop.step,
                      " - training had finished" if self.loop.finished else "")
@@ -177,7 +179,7 @@ class Trainer:
             loop.batch, loop.step = b + 1, loop.step + 1
             bar.update(1, loss=tot["loss"] / tot["seen"], accuracy=tot["correct"] / tot["seen"])
             if self.ckpt is not None and b + 1 < len(batches) and (
-                    stopping or (config.checkpoint_every and loop.step % config.checkpoint_every == 0)):
+                    stopping or (self.runtime.checkpoint_every and loop.step % self.runtime.checkpoint_every == 0)):
                 tot["seconds"] = time.perf_counter() - t0
                 loop.elapsed = time.perf_counter() - self.start
                 self._snapshot(epoch_done=False)
@@ -216,7 +218,7 @@ class Trainer:
         y = self.targets[idx].to(device)
         ids, lens = ids.to(device), lens.to(device)
         self.optimizer.zero_grad(set_to_none=True)
-        parts = pieces.micro_batches(len(idx), ids.size(1), config.micro_batch_tokens if device.type == "cpu" else None,
+        parts = pieces.micro_batches(len(idx), ids.size(1), self.runtime.micro_batch_tokens if device.type == "cpu" else None,
                                      self.workers)
         if self.pool is None:  # one piece, or several whose gradients add up to the batch's
             loss, piece_logits = self.step.one_after_another(ids, lens, y, parts, ctx)
@@ -308,7 +310,7 @@ class Trainer:
         """Validation loss and accuracy; with several processes each scores every W-th text and the
         sums are all-reduced, so all processes get the same figures (and take the same decisions)."""
         fastrnn.forget(self.model)  # the fused optimizer moved no version counter: rebuild its tables
-        ctx, val_x, val_y, precision = self.ctx, self.val_x, self.val_y, self.config.precision
+        ctx, val_x, val_y, precision = self.ctx, self.val_x, self.val_y, self.runtime.precision
         if not ctx.is_distributed:
             loss, acc, _ = evaluate_loss(self.model, val_x, val_y, precision=precision, workers=self.workers)
             return loss, acc
@@ -323,6 +325,12 @@ class Trainer:
         return loss_sum / n, correct / n
 
     # ------------------------------------------------------------------------ checkpoints
+    def _settings(self) -> dict:
+        """The settings a resumed run must share with the interrupted one: every train.* setting and
+        the runtime ones that change the numbers (device, threads and checkpoint interval do not)."""
+        return {**dataclasses.asdict(self.config), "precision": self.runtime.precision,
+                "micro_batch_tokens": self.runtime.micro_batch_tokens}
+
     def _snapshot(self, epoch_done: bool) -> None:
         loop, ctx, ckpt = self.loop, self.ctx, self.ckpt
         if not _finite_parameters(self.model):  # never save a diverged state over a good one
@@ -358,7 +366,7 @@ class Trainer:
         np_legacy = np.random.get_state()
         state = {**dataclasses.asdict(self.loop), "totals": totals, "epoch_done": epoch_done,
                  "steps_per_epoch": self.steps_per_epoch, "world_size": self.ctx.world_size,
-                 "config": dataclasses.asdict(self.config), "data": self.fingerprint, "optimizer": opt_json,
+                 "config": self._settings(), "data": self.fingerprint, "optimizer": opt_json,
                  "scheduler": self.schedule.state_dict() if self.schedule is not None else None,
                  "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
                          "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]]},
