@@ -49,6 +49,11 @@ GEMM_ROWS = 32         # the recurrent product's row count is rounded up to a mu
 MAX_HIDDEN = 1024      # the kernel's per-row scratch
 MAX_TABLE_BYTES = 512 * 2**20  # a larger vocabulary projects its embeddings per batch instead
 _SOURCE = Path(__file__).with_name("kernels") / "rnn.c"
+# -fno-trapping-math (as PyTorch itself is built) lets gcc turn the clamps in exp into vector
+# min/max: without it, on AVX2 (no AVX-512 masks) the gate loop stayed scalar, which made the
+# kernel slower than PyTorch's own path there. It changes no result: no reassociation, no
+# fast-math; only floating-point traps, which nothing here enables, are assumed off.
+OPTIMIZE = ("-O3", "-fno-trapping-math")
 _lock = threading.RLock()  # reentrant: the self-check builds weights while holding it
 _lib: ctypes.CDLL | None | bool = False  # False: not tried yet
 
@@ -75,7 +80,7 @@ def _compile(cc: str, target: Path) -> None:
     os.close(fd)
     try:
         for arch in arch_flags():
-            cmd = [cc, "-O3", *arch, "-fPIC", "-shared", "-x", "c", "-", "-o", tmp]
+            cmd = [cc, *OPTIMIZE, *arch, "-fPIC", "-shared", "-x", "c", "-", "-o", tmp]
             done = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
                 os.replace(tmp, target)  # atomic: a concurrent process sees all of it or nothing
@@ -94,7 +99,7 @@ def _load() -> ctypes.CDLL | None:
         log.debug("fast RNN kernel: no C compiler; using PyTorch's recurrent layers")
         return None
     model, flags = cpu_info()
-    key = "\0".join([_SOURCE.read_text(), cc, platform.machine(), model, " ".join(sorted(flags)), repr(arch_flags())])
+    key = "\0".join([_SOURCE.read_text(), cc, platform.machine(), model, " ".join(sorted(flags)), repr(OPTIMIZE), repr(arch_flags())])
     key = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_dir() / "kernels" / f"rnn-{key}.so"
     try:
