@@ -29,7 +29,7 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     the same and no process waits long for the slowest. A last, shorter run stays at the end.
     ``group=1`` is the plain shuffle (the same draws, the same order)."""
     order = rng.permutation(len(lengths))
-    batches = []
+    batches: list[np.ndarray] = []
     span = batch_size * chunk
     for start in range(0, len(order), span):
         part = order[start:start + span]

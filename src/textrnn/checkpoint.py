@@ -23,7 +23,8 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Sequence
+from types import FrameType
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -132,7 +133,8 @@ class Checkpointer:
 def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
     """The optimizer's state dict split into JSON (settings, plain values) and tensors."""
     sd = optimizer.state_dict()
-    tensors, values = {}, {}
+    tensors: dict[str, torch.Tensor] = {}
+    values: dict[str, dict[str, Any]] = {}
     for idx, per_param in sd["state"].items():
         for key, v in per_param.items():
             if isinstance(v, torch.Tensor):
@@ -175,7 +177,8 @@ class DeferredInterrupt:
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
-        self.previous = None
+        # signal.getsignal's answer: a handler, SIG_DFL or SIG_IGN, or None (installed from C)
+        self.previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handler(self, signum, frame) -> None:
         self.requested = True

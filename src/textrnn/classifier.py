@@ -29,7 +29,7 @@ from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_y
 from .evaluation import compute_metrics, probabilities
 from .inference import predict_logits
 from .io import MODEL, atomic_folder, cache_dir, read_folder, save_tensors
-from .models import build_model, members
+from .models import RNNClassifier, build_model, members
 from .pretrain import load_encoder
 from .runtime import resolve_device
 from .text import TokenizedCorpus, Tokenizer, encode_texts, tokenize_cached
@@ -85,6 +85,8 @@ class TextClassifier:
     Settings are a :class:`textrnn.Config`, or its fields by name (``cell="gru"``, ``epochs=2``,
     ``max_length=200``...), or both (the names override the config). Fitted state ends in ``_``.
     """
+
+    meta_: dict  # the saved folder's config.json: set by load, absent from a classifier fitted here
 
     def __init__(self, config: Config | None = None, **params: Any):
         self.config = config if config is not None else Config()
@@ -147,6 +149,7 @@ class TextClassifier:
         self.embedding_coverage_ = self._load_pretrained(config)
         if encoder is not None:
             encoder.load_into(self.model_, self.tokenizer_)
+            assert isinstance(self.model_, RNNClassifier)  # load_into refuses any other model
             self.model_.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
             log.info("pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(),
                      encoder.path, len(self.vocab_))
@@ -247,6 +250,7 @@ class TextClassifier:
         The weights are read on the CPU, then moved to ``device`` (as ``runtime.device``: auto, cpu,
         cuda, cuda:N), where prediction then runs."""
         art = read_folder(path, MODEL)
+        assert art.classes is not None  # a model folder always has its labels.json
         self = cls(art.config)
         self.config_ = art.config
         self.classes_ = art.classes

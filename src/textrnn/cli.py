@@ -42,12 +42,14 @@ class _Parser(argparse.ArgumentParser):
 
 def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
     if train:
-        p.add_argument("--train", metavar="PATH", help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders")
+        p.add_argument("--train", metavar="PATH",
+                       help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders")
         p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
     p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8; try latin-1)")
-    p.add_argument("--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)")
+    p.add_argument("--imdb-path", metavar="PATH",
+                   help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)")
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
@@ -367,7 +369,8 @@ def _cmd_inspect(args) -> int:
     padded, lengths = pad([cut], max_length, padding=args.padding, truncating=truncating, head_fraction=tcfg.head_fraction)
     unknown = [t for t, i in zip(tokens, ids) if i == UNK_ID]
     print(f"1. raw text ({len(text)} characters)\n   {text!r}")
-    print(f"2. cleaned (lower={tokenizer.lower}, strip_html={tokenizer.strip_html}, normalize={tokenizer.normalize})\n   {tokenizer.clean(text)!r}")
+    print(f"2. cleaned (lower={tokenizer.lower}, strip_html={tokenizer.strip_html}, normalize={tokenizer.normalize})\n"
+          f"   {tokenizer.clean(text)!r}")
     print(f"3. tokens ({len(tokens)})\n   {tokens}")
     print(f"4. ids from {source}; unknown words -> {UNK_ID} (<unk>), marked *\n   "
           + " ".join(f"{t}={i}{'*' if i == UNK_ID else ''}" for t, i in zip(tokens, ids)))

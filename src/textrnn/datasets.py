@@ -290,7 +290,8 @@ def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
             unit_scale=True,
             desc="Parsing IMDB (once)",
             disable=not (progress and on_terminal()),  # plain lines in a log: no redraws
-        ) as bar, tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:
+        # typeshed's fileobj protocol also asks for write, seek, tell and close, which a stream ("r|gz") never calls
+        ) as bar, tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:  # type: ignore[call-overload]
             for member in tar:
                 match = _REVIEW.search(member.name)
                 if not (match and member.isfile()):
@@ -298,7 +299,8 @@ def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
                 handle = tar.extractfile(member)
                 if handle is None:
                     continue
-                record = _record(*match.groups(), handle.read(), member.name)
+                part, folder, stem = match.groups()
+                record = _record(part, folder, stem, handle.read(), member.name)
                 if record is not None:
                     yield record
     except (tarfile.TarError, EOFError, OSError) as exc:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import logging
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -89,8 +90,9 @@ def _read(
         return _read_text(fh, path, keep, lowercase, header=format != "glove")
 
 
-def _open(path: Path) -> IO[bytes]:
-    """The file as bytes, gunzipped when it starts with the gzip magic number."""
+def _open(path: Path) -> io.BufferedIOBase:
+    """The file as bytes, gunzipped when it starts with the gzip magic number (a GzipFile or a
+    buffered file: binary streams both, not typing.IO)."""
     with open(path, "rb") as fh:
         magic = fh.read(2)
     return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
@@ -205,7 +207,7 @@ def _word_and_values(text: str, dim: int, where: str, lineno: int, first_line: i
 
 
 def _read_text(
-    fh: IO[bytes],
+    fh: io.BufferedIOBase,
     path: Path,
     keep: Callable[[str], bool] | None,
     lowercase: bool,
@@ -266,7 +268,7 @@ def _read_text(
 
 
 def _read_binary(
-    fh: IO[bytes], path: Path, keep: Callable[[str], bool] | None, lowercase: bool
+    fh: io.BufferedIOBase, path: Path, keep: Callable[[str], bool] | None, lowercase: bool
 ) -> tuple[list[str], np.ndarray]:
     """word2vec binary: ``b"count dim\\n"``, then per word ``word + b" "`` + dim little-endian
     float32, and an optional ``b"\\n"``."""
@@ -356,7 +358,7 @@ def write_vectors(
             )
     dim = vectors.shape[1]
 
-    def write(fh: IO[bytes]) -> None:
+    def write(fh: io.BufferedIOBase) -> None:
         if format != "glove":
             fh.write(f"{len(words)} {dim}\n".encode())
         if binary:
@@ -374,7 +376,7 @@ def write_vectors(
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, gz: bool) -> None:
+def _atomic_write(path: Path, write: Callable[[io.BufferedIOBase], None], *, gz: bool) -> None:
     """Write into a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -434,8 +436,8 @@ def align(
     vectors = _vector_matrix(words, vectors)
     dim = vectors.shape[1]
     index: dict[str, int] = {}
-    for i, word in enumerate(words):
-        index.setdefault(word, i)
+    for row, word in enumerate(words):
+        index.setdefault(word, row)
     folded: dict[str, int] | None = None  # lower-cased word -> first row, built on demand
 
     special_set = set(specials)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn import metrics as skm
 
 
@@ -18,7 +19,7 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def compute_metrics(y_true: Sequence[int], proba: np.ndarray, class_names: Sequence) -> dict:
+def compute_metrics(y_true: ArrayLike, proba: np.ndarray, class_names: Sequence) -> dict:
     """Flat metric names: loss, accuracy, precision/recall/f1 macro and per class, roc_auc (two
     classes), confusion_matrix (rows = true, columns = predicted, in ``class_names`` order)."""
     y_true = np.asarray(y_true, dtype=np.int64)

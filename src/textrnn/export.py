@@ -155,6 +155,7 @@ class OnnxClassifier:
         model_dir = Path(model_dir)
         onnx_path = Path(onnx_path) if onnx_path is not None else model_dir / ONNX_FILE
         art = read_folder(model_dir, MODEL, weights=False)  # the checks of every loader; the weights stay unread
+        assert art.classes is not None  # a model folder always has its labels.json
         if not onnx_path.is_file():
             raise ArtifactError(f"ONNX file not found: {str(onnx_path)!r}; make it with: textrnn export {model_dir} --onnx {onnx_path}")
         self.meta_, self.classes_, self.config_, self.vocab_ = art.meta, art.classes, art.config, art.vocab

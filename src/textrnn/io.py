@@ -185,10 +185,12 @@ class FolderKind:
     not_found: str              # the sentence for a folder that is not there
 
 
-MODEL = FolderKind("textrnn-model", 1, ("config.json", "vocab.txt", "labels.json", "weights.safetensors"), "model",
-                   "Model directory not found: {path!r}")
-ENCODER = FolderKind("textrnn-encoder", 1, ("config.json", "vocab.txt", "weights.safetensors"), "encoder",
-                     "Pretrained encoder folder not found: {path!r} (write one with textrnn pretrain)")
+# Annotated: the package's modules import each other through __init__, and mypy cannot infer these in
+# time for the module-level uses elsewhere (pretrain's FORMAT).
+MODEL: FolderKind = FolderKind("textrnn-model", 1, ("config.json", "vocab.txt", "labels.json", "weights.safetensors"),
+                               "model", "Model directory not found: {path!r}")
+ENCODER: FolderKind = FolderKind("textrnn-encoder", 1, ("config.json", "vocab.txt", "weights.safetensors"), "encoder",
+                                 "Pretrained encoder folder not found: {path!r} (write one with textrnn pretrain)")
 
 
 @dataclass

@@ -11,7 +11,7 @@ logit (sigmoid); more get one per class (softmax).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,8 @@ from .config import ModelConfig
 Hook = Callable[[torch.Tensor], torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# The cells' functions on explicit weights (one layer, one direction): they return the outputs, then the final state(s)
+_RUN: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 
 
 def output_size(num_classes: int) -> int:
@@ -87,12 +89,13 @@ def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str],
                 last: torch.Tensor | None = None) -> torch.Tensor:
     """Concatenate the requested poolings of ``out`` (B, T, D) over the real positions only."""
     B, T, D = out.shape
-    parts = []
+    parts: list[torch.Tensor] = []
     full = bool((lengths == T).all())
     if not full:
         mask = (torch.arange(T, device=out.device)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
     for p in poolings:
         if p == "last":
+            assert last is not None  # RNNClassifier passes it; BagOfEmbeddings never pools "last"
             parts.append(last)
         elif p == "max":
             parts.append(out.amax(1) if full else out.masked_fill(~mask, float("-inf")).amax(1))
@@ -143,7 +146,7 @@ class RNNClassifier(nn.Module):
         steps = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
         valid = steps < lengths.unsqueeze(1)  # (B, T)
         rev = torch.where(valid, lengths.unsqueeze(1) - 1 - steps, steps)  # (B, T) reversal within length
-        run = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[c.cell]
+        run = _RUN[c.cell]
         dirs = 2 if c.bidirectional else 1
         for layer in range(c.num_layers):
             parts = []
@@ -215,9 +218,13 @@ class Ensemble(nn.Module):
         return logits if self.training else logits.mean(0)  # (M, B, C) | (B, C)
 
 
-def members(model: nn.Module) -> list[nn.Module]:
+Single = RNNClassifier | BagOfEmbeddings  # a model that is not an ensemble
+
+
+def members(model: nn.Module) -> list[Single]:
     """The single models in ``model``: its members for an ensemble, else itself."""
-    return list(model.members) if isinstance(model, Ensemble) else [model]
+    # an ensemble's ModuleList holds RNNClassifiers, and any other model build_model makes is a single one
+    return cast(list[Single], list(model.members) if isinstance(model, Ensemble) else [model])
 
 
 def num_outputs(model: nn.Module) -> int:

@@ -3,6 +3,8 @@ the fused Adam step split across the worker threads."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -18,7 +20,7 @@ def is_encoder(name: str) -> bool:
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params: list[nn.Parameter] | list[dict[str, Any]] = [p for p in model.parameters() if p.requires_grad]
     lr, wd = config.learning_rate, config.weight_decay
     if config.encoder_lr_multiplier != 1.0:  # discriminative rates (ULMFiT): the encoder's group first
         encoder = [p for n, p in model.named_parameters() if p.requires_grad and is_encoder(n)]
@@ -71,7 +73,8 @@ def step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
         if not group.get("fused") or group["amsgrad"] or group["maximize"] or group.get("capturable") \
                 or group.get("differentiable") or torch.is_tensor(group["lr"]):
             return False
-        lists = [([], [], [], [], []) for _ in range(parts)]  # params, grads, exp_avgs, exp_avg_sqs, steps
+        # params, grads, exp_avgs, exp_avg_sqs, steps
+        lists: list[tuple[list[torch.Tensor], ...]] = [([], [], [], [], []) for _ in range(parts)]
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -102,5 +105,7 @@ def step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
 
     torch._foreach_add_(steps, 1)  # once per parameter, as Adam.step does
     list(pool.map(run, jobs))
-    optimizer._opt_called = True  # what the step wrapper of an LR scheduler records
+    # what the step wrapper of an LR scheduler records; torch's Optimizer does not declare the attribute
+    # (lr_scheduler.py sets it under a type: ignore of its own)
+    optimizer._opt_called = True  # type: ignore[attr-defined]
     return True

@@ -13,10 +13,11 @@ import contextlib
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .models import loss_fn
@@ -140,11 +141,13 @@ class Step:
     def one_after_another(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice],
                           ctx: distributed.Context) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """backward() piece by piece, the gradients adding up in .grad; the loss and each piece's logits."""
-        loss, parts = torch.zeros(()), []
+        loss = torch.zeros(())
+        parts: list[torch.Tensor] = []
         for k, rows in enumerate(pieces):
             last = k == len(pieces) - 1
-            # DDP: one all-reduce a batch, at its last piece
-            with self.net.no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
+            # DDP: one all-reduce a batch, at its last piece (under DDP, net is its wrapper)
+            with (cast(DistributedDataParallel, self.net).no_sync() if ctx.is_distributed and not last
+                  else contextlib.nullcontext()):
                 part, piece_logits = self.piece(ids, lens, y, rows, len(ids))
                 part.backward()  # the weights change only at optimizer.step(), after the caller's checks
             loss, parts = (part.detach() if k == 0 else loss + part.detach()), parts + [piece_logits.detach()]

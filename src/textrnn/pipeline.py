@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -181,7 +182,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     if not ctx.is_main:  # every process holds the same model; rank 0 tests and writes it
         distributed.barrier()
         return {"rank": ctx.rank, "world_size": ctx.world_size}
-    report = {"config": config.to_dict(), "environment": environment(),
+    report: dict[str, Any] = {"config": config.to_dict(), "environment": environment(),
               "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
               "vocab_size": len(clf.vocab_), "parameters": sum(p.numel() for p in clf.model_.parameters()),
               "embedding_coverage": clf.embedding_coverage_,

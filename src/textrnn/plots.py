@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc
 
@@ -100,7 +101,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence, path: s
     return _save(fig, path)
 
 
-def roc_curve(y_true: Sequence[int], scores: Sequence[float], path: str | os.PathLike | None = None,
+def roc_curve(y_true: ArrayLike, scores: ArrayLike, path: str | os.PathLike | None = None,
               positive: str = "1", title: str = "ROC curve (test)") -> bytes:
     """Two classes: the ROC curve of ``scores`` (the positive class's probability), with its AUC."""
     y_true = np.asarray(y_true)
@@ -152,7 +153,7 @@ def compare_chart(result: dict, path: str | os.PathLike | None = None) -> bytes:
 
 
 def run_plots(output: str | os.PathLike, history: Sequence[dict], test_metrics: dict | None = None,
-              y_true: Sequence[int] | None = None, proba: np.ndarray | None = None,
+              y_true: ArrayLike | None = None, proba: np.ndarray | None = None,
               classes: Sequence | None = None) -> list[Path]:
     """Write a run's PNG files into ``output``: learning_curves.png (with a history),
     confusion_matrix.png (with test metrics) and roc.png (two classes, with test probabilities).

@@ -38,6 +38,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, cast
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ from .embeddings import train_word2vec
 from .errors import ConfigError, DataError, TextRNNError
 from .io import ENCODER as ENCODER_FOLDER
 from .io import atomic_folder, cache_dir, content_key, read_folder, save_tensors
-from .models import _CELLS, RNNClassifier, SpatialDropout
+from .models import _CELLS, _RUN, RNNClassifier, SpatialDropout
 from .optim import ENCODER, make_optimizer, make_schedule
 from .progress import track
 from .runtime import compute_dtype, resolve_device, seed_everything, set_threads
@@ -59,7 +60,6 @@ from .text import PAD_ID, TokenizedCorpus, Tokenizer, Vocabulary, tokenize_cache
 log = logging.getLogger("textrnn")
 
 FORMAT, FORMAT_VERSION, FILES = ENCODER_FOLDER.format, ENCODER_FOLDER.version, ENCODER_FOLDER.files
-_RUN = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 CLIP_GRAD_NORM = 1.0  # fixed, not train.clip_grad_norm: a fine-tuning setting must not retrain the encoder
 
 
@@ -123,7 +123,8 @@ class LanguageModel(nn.Module):
         predicts t-1."""
         x = self.embedding(ids)  # (B, T, E)
         states = [self.run(0, x)[0]] + ([self.run(1, x.flip(1))[0].flip(1)] if self.directions == 2 else [])
-        return [head.log_prob(h.reshape(-1, h.size(-1))).view(*ids.shape, -1) for head, h in zip(self.softmax, states)]
+        heads = cast(list[nn.AdaptiveLogSoftmaxWithLoss], list(self.softmax))  # a ModuleList yields plain Modules
+        return [head.log_prob(h.reshape(-1, h.size(-1))).view(*ids.shape, -1) for head, h in zip(heads, states)]
 
 
 def _detach(state):
@@ -213,11 +214,11 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
         lm.train()
         states = [None] * lm.directions
         total, count, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-        pairs = zip(*(chunks(r, p.bptt) for r in readings(data, lm.directions)))
+        pairs: Iterable[tuple[Any, ...]] = zip(*(chunks(r, p.bptt) for r in readings(data, lm.directions)))
         if show_progress:
             pairs = track(pairs, steps, f"pretrain {epoch}/{p.epochs}", " chunks", data.numel())
         for step, pair in enumerate(pairs, 1):
-            loss = 0.0
+            loss = torch.zeros((), device=device)  # the directions' mean loss: 0 + x is x, bit for bit
             for d, (x, y) in enumerate(pair):
                 nll, states[d] = lm.loss(d, x, y, states[d], bf16, bf16_all)
                 states[d] = _detach(states[d])  # carry the state, not the graph
@@ -235,7 +236,7 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
                 schedule.step()
                 done += 1
             total, count = total + loss.detach() * y.numel(), count + y.numel()
-            out_of_time = bool(budget) and time.perf_counter() - started >= budget
+            out_of_time = bool(budget and time.perf_counter() - started >= budget)
             if step % max(1, steps // 10) == 0 or step == steps or out_of_time:  # reading the loss waits for a GPU: not every step
                 if not math.isfinite(value := float(loss.detach())):
                     raise TextRNNError(f"Pretraining diverged: the loss became {value} at epoch {epoch}, step {step}. Try a "
@@ -321,6 +322,8 @@ def corpora_key(settings, corpora: list[TokenizedCorpus]) -> str:
 def pretrained_encoder(config: Config, texts: list[str], progress: bool = True) -> Path:
     """An encoder pretrained on ``texts`` plus the unlabelled ``config.pretrain.data``,
     cached by content (token ids, settings, seed): the same texts and settings train only once."""
+    if not config.pretrain.data:
+        raise ConfigError('Pretraining an encoder needs pretrain.data, the unlabelled texts (e.g. "imdb:unsup").')
     tokenizer, corpora = with_unlabelled(config, texts, config.pretrain.data)
     path = cache_dir() / "encoders" / f"encoder-{corpora_key(pretrain_settings(config, tokenizer), corpora)}"
     if (path / "config.json").is_file():  # the folder is renamed into place whole: if it is there, it is complete
@@ -333,6 +336,8 @@ def word2vec_vectors(config: Config, texts: list[str]) -> Path:
     """Word vectors trained on ``texts`` plus the unlabelled ``config.pretrain.word2vec_data``, in
     the word2vec text format, cached by content: the same texts and settings train only once."""
     m, p = config.model, config.pretrain
+    if not p.word2vec_data:
+        raise ConfigError('Training word2vec vectors needs pretrain.word2vec_data, the unlabelled texts (e.g. "imdb:unsup").')
     tokenizer, corpora = with_unlabelled(config, texts, p.word2vec_data)
     key = corpora_key([m.embedding_dim, p.word2vec_epochs, tokenizer.to_dict(), config.train.seed], corpora)
     path = cache_dir() / "vectors" / f"word2vec-{key}.txt"
@@ -375,8 +380,9 @@ class Encoder:
     def load_into(self, model: nn.Module, tokenizer: Tokenizer) -> None:
         """Copy the tensors into ``model``'s embedding and rnn, refusing another tokenizer or any shape mismatch."""
         if not isinstance(model, RNNClassifier):
+            given = cast(ModelConfig, model.config)  # every model of models.py carries its ModelConfig
             raise ConfigError(f"A pretrained encoder initialises one recurrent model (model.arch='rnn' and a single "
-                              f"model.cell). Received: arch={model.config.arch!r}, cell={model.config.cell!r}")
+                              f"model.cell). Received: arch={given.arch!r}, cell={given.cell!r}")
         trained = self.meta.get("tokenizer")
         if trained != tokenizer.to_dict():
             key = next((k for k in tokenizer.to_dict() if (trained or {}).get(k) != getattr(tokenizer, k)), "lower")

@@ -119,10 +119,10 @@ def _misclassified(run: Path, config, n: int, seed: int, progress: bool) -> tupl
              f"({len(wrong) / len(y):.1%} of {len(y):,}), drawn with seed {seed}. Highlights: green pushed toward the "
              f"(wrong) predicted label, red away from it.</p>"]
     for i in picked:
-        e = explain(clf, test.texts[i])
+        explained = explain(clf, test.texts[i])
         parts.append(f"<div class='example'><div class='meta'>test text #{i} &middot; true <b>{html.escape(str(clf.classes_[y[i]]))}</b>"
-                     f" &middot; predicted <b class='wrong'>{html.escape(str(e['label']))}</b> ({e['probability']:.3f})</div>"
-                     f"{highlight(e)}</div>")
+                     f" &middot; predicted <b class='wrong'>{html.escape(str(explained['label']))}</b> "
+                     f"({explained['probability']:.3f})</div>{highlight(explained)}</div>")
     return "\n".join(parts), computed
 
 
@@ -178,12 +178,13 @@ def build_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
     title = f"textrnn run: {run.resolve().name}"
     acc = metrics.get("test_accuracy")
     subtitle = f"test accuracy {acc:.4f} &middot; " if isinstance(acc, float) else ""
+    made = f"report made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by textrnn {__version__}"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
 <style>{CSS}{EXPLAIN_CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="muted">{subtitle}{html.escape(str(run))} &middot; report made {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by textrnn {__version__}</p>
+<p class="muted">{subtitle}{html.escape(str(run))} &middot; {made}</p>
 <h2>Summary</h2>
 {_summary(metrics)}
 <h2>Metrics</h2>

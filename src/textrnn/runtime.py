@@ -101,7 +101,8 @@ def cpu_description() -> dict:
             "model_number": fields.get("model"), "machine": platform.machine(), "cores": _cores(),
             "class": cpu_class(), "class_of_the_hardware": cpu_class(flags),
             "flags": sorted(f for f in NOTABLE_FLAGS if f in flags),
-            "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()), "profile": cpu_profile(), "native_bf16": cpu_has_native_bf16(),
+            "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()), "profile": cpu_profile(),
+            "native_bf16": cpu_has_native_bf16(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 

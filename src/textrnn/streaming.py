@@ -203,7 +203,8 @@ def _parquet_chunks(path: Path, text_column: str, chunk_size: int, start: int) -
 
         raise missing_column(path.name, text_column, "text", names)
     # skip whole row groups before ``start``; then the rows of the first one before it
-    groups, first_row = [], 0
+    groups: list[int] = []
+    first_row = 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
         if first_row + n <= start and not groups:
@@ -403,7 +404,7 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
     state = _earlier_progress(output, identity, resume, overwrite)
     clf = TextClassifier.load(model_dir, device=device)
     fresh = state is None
-    if fresh:
+    if state is None:
         output.parent.mkdir(parents=True, exist_ok=True)
         state = {"format": PROGRESS_FORMAT, "version": PROGRESS_VERSION, **identity,
                  "rows_done": 0, "chunks_done": 0, "input_position": 0, "output_bytes": 0, "input_done": False}

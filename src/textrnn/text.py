@@ -14,9 +14,10 @@ import re
 import tempfile
 import unicodedata
 from collections import Counter
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, cast
 
 import numpy as np
 
@@ -34,6 +35,7 @@ _SPACE = re.compile(r"\s+")
 
 TRUNCATING = ("post", "pre", "head_tail")
 PADDING = ("post", "pre")
+NormalForm = Literal["NFC", "NFKC", "NFD", "NFKD"]  # unicodedata.normalize's forms
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Tokenizer:
         if self.strip_html:
             text = html.unescape(_TAG.sub(" ", text))
         if self.normalize:
-            text = unicodedata.normalize(self.normalize, text)
+            text = unicodedata.normalize(cast(NormalForm, self.normalize), text)  # a form __post_init__ checked
         if self.lower:
             text = text.lower()
         return _SPACE.sub(" ", text).strip()
@@ -82,6 +84,10 @@ class Tokenizer:
 class Vocabulary:
     """Token <-> id. Specials first (``<pad>`` = 0, ``<unk>`` = 1), then by frequency, ties
     alphabetical, so the same corpus always gives the same ids."""
+
+    # Each kept word's count in the corpus: set by ``build`` (and ``TokenizedCorpus.vocabulary``);
+    # a vocabulary read back from vocab.txt, which holds no counts, has none.
+    counts: dict[str, int]
 
     def __init__(self, tokens: Sequence[str]):
         tokens = list(tokens)
@@ -126,7 +132,7 @@ class Vocabulary:
         return cls(lines)
 
 
-def truncate(ids: Sequence[int], max_length: int, truncating: str = "post", head_fraction: float = 0.5) -> list[int]:
+def truncate(ids: Iterable[int], max_length: int, truncating: str = "post", head_fraction: float = 0.5) -> list[int]:
     """Cut to ``max_length``: keep the start (``post``), the end (``pre``), or both ends
     (``head_tail``: a review's verdict is often in its last sentences)."""
     ids = list(ids)
@@ -203,7 +209,7 @@ class TokenizedCorpus:
         setdefault = index.setdefault
         flat: list[int] = []
         offsets = [0]
-        total = len(texts) if hasattr(texts, "__len__") else 0
+        total = len(texts) if isinstance(texts, Sized) else 0
         for text in track(texts, total, "tokenizing"):
             # setdefault(t, len(index)) gives a new token the next free id
             flat.extend([setdefault(t, len(index)) for t in tokenizer(text)])

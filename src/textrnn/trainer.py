@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ class Loop:
     batch: int = 0
     step: int = 0
     finished: bool = False
-    epoch_rng: dict | None = None
+    epoch_rng: Mapping[str, Any] | None = None
     totals: dict = field(default_factory=_fresh_totals)
     elapsed: float = 0.0
     best: float | None = None
@@ -123,12 +123,15 @@ class Trainer:
         self.targets = torch.from_numpy(self.train_y)
         self.ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
         self.fingerprint = data_fingerprint(train_x, self.train_y, val_x, val_y) if self.ckpt else None
-        self.loop, self.best_state = Loop(), None
+        self.loop = Loop()
+        self.best_state: dict[str, torch.Tensor] | None = None
         self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial)
 
     # ------------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> list[dict]:
         if resume:
+            if self.ckpt is None:
+                raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
             saved, self.best_state = restore(self.ckpt, self.model, self.optimizer, self.schedule, self.rng,
                                              self._settings(), self.fingerprint, self.ctx, self.device)
             self.loop = Loop(**saved)
@@ -200,14 +203,16 @@ class Trainer:
             loop.totals = _fresh_totals()
         else:
             resumed_at = rng.bit_generator.state
+            if loop.epoch_rng is None:
+                raise CheckpointError(f"{self._where()} is damaged (epoch_rng: missing).")
             try:
                 rng.bit_generator.state = loop.epoch_rng
             except (TypeError, ValueError, KeyError) as e:
-                raise CheckpointError(f"{str(self.ckpt.dir)!r} is damaged (epoch_rng: {e}).") from None
+                raise CheckpointError(f"{self._where()} is damaged (epoch_rng: {e}).") from None
         batches = distributed.shard(training_batches(self.lengths, self.config.batch_size, rng, group=ctx.world_size),
                                     ctx.rank, ctx.world_size)
         if resumed_at is not None and (rng.bit_generator.state != resumed_at or len(batches) <= loop.batch):
-            raise CheckpointError(f"{str(self.ckpt.dir)!r}: the batch order of epoch {epoch} cannot be redrawn as it "
+            raise CheckpointError(f"{self._where()}: the batch order of epoch {epoch} cannot be redrawn as it "
                                   f"was; the checkpoint is damaged or from other data.")
         return batches
 
@@ -311,13 +316,14 @@ class Trainer:
         sums are all-reduced, so all processes get the same figures (and take the same decisions)."""
         fastrnn.forget(self.model)  # the fused optimizer moved no version counter: rebuild its tables
         ctx, val_x, val_y, precision = self.ctx, self.val_x, self.val_y, self.runtime.precision
+        assert val_x is not None and val_y is not None  # called only with validation data (has_val)
         if not ctx.is_distributed:
             loss, acc, _ = evaluate_loss(self.model, val_x, val_y, precision=precision, workers=self.workers)
             return loss, acc
         idx = np.arange(ctx.rank, len(val_x), ctx.world_size)
         loss_sum = correct = 0.0
         if len(idx):
-            logits = torch.from_numpy(predict_logits(self.model, [val_x[i] for i in idx], precision=precision))
+            logits = torch.from_numpy(predict_logits(self.model, [val_x[i] for i in idx.tolist()], precision=precision))
             t = torch.from_numpy(val_y[idx])
             loss_sum = float(loss_fn(logits, t, reduction="none").sum())
             correct = float((predicted_class(logits) == t).sum())
@@ -325,6 +331,11 @@ class Trainer:
         return loss_sum / n, correct / n
 
     # ------------------------------------------------------------------------ checkpoints
+    def _where(self) -> str:
+        """The checkpoint folder, quoted, for a message about it (only ever asked for with checkpoints on)."""
+        assert self.ckpt is not None
+        return repr(str(self.ckpt.dir))
+
     def _settings(self) -> dict:
         """The settings a resumed run must share with the interrupted one: every train.* setting and
         the runtime ones that change the numbers (device, threads and checkpoint interval do not)."""
@@ -333,6 +344,7 @@ class Trainer:
 
     def _snapshot(self, epoch_done: bool) -> None:
         loop, ctx, ckpt = self.loop, self.ctx, self.ckpt
+        assert ckpt is not None  # snapshots are taken only with checkpoints on
         if not _finite_parameters(self.model):  # never save a diverged state over a good one
             raise TextRNNError(f"Training diverged: the weights are no longer finite at epoch {loop.epoch}, step "
                                f"{loop.step}; {ckpt.describe()}. Try a lower learning rate (received: "
@@ -364,6 +376,7 @@ class Trainer:
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         np_legacy = np.random.get_state()
+        assert isinstance(np_legacy, tuple)  # the global RandomState's MT19937 gives the legacy tuple
         state = {**dataclasses.asdict(self.loop), "totals": totals, "epoch_done": epoch_done,
                  "steps_per_epoch": self.steps_per_epoch, "world_size": self.ctx.world_size,
                  "config": self._settings(), "data": self.fingerprint, "optimizer": opt_json,
