@@ -161,9 +161,11 @@ def kernel_dtype() -> torch.dtype:
 
 def supports(model) -> bool:
     """Whether ``model`` is a recurrent classifier this kernel runs (LSTM or GRU, float32 weights)."""
-    c = getattr(model, "config", None)
-    return (isinstance(model, RNNClassifier) and c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN
-            and model.embedding.weight.dtype == torch.float32 and library() is not None)
+    if not isinstance(model, RNNClassifier):
+        return False
+    c = model.config
+    return (c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN and model.embedding.weight.dtype == torch.float32
+            and library() is not None)
 
 
 def applies(model, ids: torch.Tensor) -> bool:
@@ -207,7 +209,7 @@ def _weights(model, dtype: torch.dtype) -> dict:
         if cached is not None and cached[0] == key:
             return cached[1]
         dirs = 2 if c.bidirectional else 1
-        w = {"w_hh": [], "b_hh": [], "table": []}
+        w: dict[str, list[torch.Tensor]] = {"w_hh": [], "b_hh": [], "table": []}
         gates = (4 if c.cell == "lstm" else 3) * c.hidden_size
         small = model.embedding.num_embeddings * gates * dirs * dtype.itemsize <= MAX_TABLE_BYTES
         for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.rnn.all_weights):
@@ -222,6 +224,7 @@ def _weights(model, dtype: torch.dtype) -> dict:
 def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """What ``masked_pool(*model.encode(ids, lengths))`` computes, (B, P) float32, by the kernel."""
     lib = library()
+    assert lib is not None, "pooled() runs where applies(): the kernel is built"
     c = model.config
     dtype = dtype or kernel_dtype()
     step = lib.rnn_step_bf16 if dtype == torch.bfloat16 else lib.rnn_step_f32
@@ -249,6 +252,7 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
                 table, rows = w["table"][d], ids
             else:  # project every position of the batch
                 inp = model.embedding.weight[ids] if layer == 0 else x
+                assert inp is not None  # a layer above the first reads the one below's outputs
                 table = torch.addmm(b_ih.to(dtype), inp.reshape(B * T, -1).to(dtype), w_ih.t().to(dtype))
                 rows = torch.arange(B * T, dtype=torch.int64).view(B, T)  # position (b, t) is row b*T + t
             h = torch.zeros(B, H, dtype=dtype)
@@ -276,6 +280,7 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
     return torch.empty_like(result).index_copy_(0, order, result)  # back to the caller's order
 
 
-def forward(model: RNNClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Logits (B, C) of ``model`` (in eval mode, where ``applies``) by the kernel."""
+    assert isinstance(model, RNNClassifier)
     return model.classify(pooled(model, ids, lengths))
