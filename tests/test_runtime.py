@@ -60,3 +60,29 @@ def test_an_unknown_profile_is_the_cpu_as_it_is(monkeypatch):
     monkeypatch.setenv("TEXTRNN_CPU", "pentium")
     assert runtime.cpu_profile() == "native"
     assert runtime.cpu_flags() == runtime.cpu_info()[1]
+
+
+def test_denormals_are_flushed_inside_and_restored_after():
+    """The trainer and prediction flush denormals to zero (as TensorFlow does; a recurrent
+    backward pass is many times slower with them on some CPUs), but leave the caller's thread as it
+    was: nested uses keep the outer one's setting."""
+    import numpy as np
+    import torch
+
+    tiny = np.array([1e-39], dtype=np.float32)
+    as_tensor = lambda: float(torch.from_numpy(tiny).mul(1.0)[0])  # noqa: E731  (a denormal through torch)
+    assert as_tensor() != 0.0
+    with runtime.denormals_flushed():
+        assert as_tensor() == 0.0
+        with runtime.denormals_flushed():
+            assert as_tensor() == 0.0
+        assert as_tensor() == 0.0  # the inner exit left the outer setting alone
+    assert as_tensor() != 0.0
+    from textrnn import TextClassifier
+
+    from conftest import tiny_sentiment
+
+    texts, labels = tiny_sentiment(4)
+    clf = TextClassifier(embedding_dim=8, hidden_size=8, epochs=1, min_freq=1).fit(texts, labels, progress=False)
+    clf.predict(texts)
+    assert as_tensor() != 0.0  # fit and predict left this thread as they found it

@@ -20,7 +20,7 @@ import torch
 
 from .evaluation import probabilities
 from .inference import forward
-from .runtime import autocast, inference_dtype
+from .runtime import autocast, denormals_flushed, inference_dtype
 from .text import UNK_ID, truncate
 
 # rows x tokens per forward pass; above it the variants go in several batches to bound memory
@@ -35,7 +35,7 @@ def forward_ids(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     model = clf.model_
     device = next(model.parameters()).device  # the model may live on a GPU (textrnn.load(..., device=))
     dtype = inference_dtype(device, clf.config_.runtime.precision)  # the arithmetic of predict, so the scores match it
-    with torch.inference_mode(), autocast(device, dtype):
+    with torch.inference_mode(), autocast(device, dtype), denormals_flushed():
         return forward(model, torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)).float().cpu().numpy()
 
 

@@ -14,7 +14,7 @@ from . import fastrnn
 from .batching import collate, inference_batches, lengths_of
 from .models import loss_fn, members, num_outputs, predicted_class
 from .progress import track
-from .runtime import autocast, device_of, inference_dtype, worker_pool
+from .runtime import autocast, denormals_flushed, device_of, inference_dtype, worker_pool
 
 # On a CPU a batch's activations must stay in cache, so a CPU runs any batch_size in batches of at
 # most this many texts (the results are the same); a GPU takes batch_size as it is. fastrnn's
@@ -47,8 +47,8 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
     batches = inference_batches(lengths, batch_size)
     out = np.empty((len(sequences), num_outputs(model)), dtype=np.float32)
 
-    def run(idx: np.ndarray) -> np.ndarray:  # inference mode and autocast are per thread: set here
-        with torch.inference_mode(), autocast(device, dtype):
+    def run(idx: np.ndarray) -> np.ndarray:  # inference mode, autocast and denormals are per thread: set here
+        with torch.inference_mode(), autocast(device, dtype), denormals_flushed():
             ids, lens = collate([sequences[i] for i in idx])
             # .to and .cpu return the tensor itself when it is already there: no copy on CPU
             return forward(model, ids.to(device), lens.to(device)).float().cpu().numpy()

@@ -54,7 +54,7 @@ from .io import atomic_folder, cache_dir, content_key, read_folder, save_tensors
 from .models import _CELLS, _RUN, RNNClassifier, SpatialDropout
 from .optim import ENCODER, make_optimizer, make_schedule
 from .progress import track
-from .runtime import compute_dtype, resolve_device, seed_everything, set_threads
+from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads
 from .text import PAD_ID, TokenizedCorpus, Tokenizer, Vocabulary, tokenize_cached
 
 log = logging.getLogger("textrnn")
@@ -186,6 +186,11 @@ def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: 
 def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool = True) -> list[dict]:
     """Train ``lm`` in place on ``stream`` with truncated BPTT, AdamW and a one-cycle rate, on
     ``runtime.device``; returns one history row per epoch."""
+    with denormals_flushed():
+        return _fit_language_model(lm, stream, config, show_progress)
+
+
+def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool) -> list[dict]:
     p, r = config.pretrain, config.runtime
     device = resolve_device(r.device)
     set_threads(r.num_threads)

@@ -35,7 +35,7 @@ from .inference import evaluate_loss, predict_logits
 from .models import loss_fn, num_outputs, predicted_class
 from .optim import balanced_weights, is_encoder, make_optimizer, make_schedule, step_in_parts
 from .progress import Progress
-from .runtime import compute_dtype, resolve_device, seed_everything, set_threads, worker_pool
+from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads, worker_pool
 
 log = logging.getLogger("textrnn")
 
@@ -142,7 +142,8 @@ class Trainer:
             self.step.net = DistributedDataParallel(self.model, gradient_as_bucket_view=True,
                                                     device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.start = time.perf_counter() - self.loop.elapsed
-        with DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt, worker_pool(self.workers) as self.pool:
+        with (DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt, worker_pool(self.workers) as self.pool,
+              denormals_flushed()):
             epoch = self.loop.epoch
             while not self.loop.finished and epoch <= self.config.epochs:
                 self.loop.epoch = epoch
