@@ -2,6 +2,7 @@
 over loopback, every answer checked.
 
     python benchmarks/load.py [--model DIR] [--requests 5000] [--concurrency 32] [--time-limit 600]
+                              [--baseline-src OTHER_CHECKOUT/src]
 
 Without ``--model`` a small LSTM is trained in a temporary folder on generated text (seconds;
 never IMDB). The server runs as a user would run it (``python -m textrnn serve MODEL --host
@@ -22,9 +23,14 @@ the timed run, and after it. "Flat" means the last sample is within ``--rss-tole
 the one taken after the warm-up: the warm-up is where the allocator's heaps grow to the largest
 requests (batches, /explain) and fragment; that settling-in slows down and stops, while a leak
 grows in proportion to requests, so the growth in each half of the timed run is reported too.
+(oneDNN's kernel caches, one kernel per matrix shape, grew like a leak until ``textrnn serve``
+bounded them: ``serving.KERNEL_CACHE_SHAPES``.)
 
 Writes benchmarks/results/load-<date>.json (machine, versions, config, every figure and check)
-and prints a summary. Exit status 1 when a check fails. ``tests/test_load.py`` runs the same code
+and prints a summary. Exit status 1 when a check fails. With ``--baseline-src`` the same run is made
+twice, back to back on one model: first with the server's code taken from that folder (the ``src``
+of another checkout, e.g. ``git worktree add /tmp/base HEAD``), then with this checkout's, and the
+file holds both ("before", "after") and their ratios. ``tests/test_load.py`` runs the same code
 with a few hundred requests.
 """
 
@@ -49,7 +55,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TOLERANCE = 1e-5
-# In bfloat16 (train.precision "auto" on a CPU with native bfloat16) a text's probabilities depend
+# In bfloat16 (runtime.precision "auto" on a CPU with native bfloat16) a text's probabilities depend
 # on whether it was computed alone or inside a micro-batch of 16 or more (textrnn.fastrnn), to
 # bfloat16's rounding (about 3 significant digits).
 TOLERANCE_BF16 = 5e-3
@@ -117,6 +123,12 @@ def request_texts(n: int, seed: int = 1) -> list[str]:
                     "awful, awful, awful", "good film\ud83d", "bad \udfff film"] + texts  # \ud83d: half an emoji
 
 
+def text_pool(pool_size: int, seed: int) -> tuple[list[str], list[int]]:
+    """The texts requests draw from, and the indexes of those short enough for /explain."""
+    pool = request_texts(pool_size, seed + 1)
+    return pool, [i for i, t in enumerate(pool) if len(t) < 400][:200]
+
+
 # ----------------------------------------------------------------------------- the plan
 @dataclass
 class Request:
@@ -180,12 +192,12 @@ class Expected:
 
         import textrnn
         from textrnn.explain import explain
-
-        from textrnn.training import compute_dtype, device_of
+        from textrnn.runtime import compute_dtype, device_of
 
         clf = textrnn.load(model_dir)
-        bf16 = compute_dtype(device_of(clf.model_), clf.config.train.precision) == torch.bfloat16
+        bf16 = compute_dtype(device_of(clf.model_), clf.config.runtime.precision) == torch.bfloat16
         self.tolerance = TOLERANCE_BF16 if bf16 else TOLERANCE
+        self.precision = "bfloat16" if bf16 else "float32"
         self.labels = [str(c) for c in clf.classes_]
         self.proba = np.asarray(clf.predict_proba(pool), dtype=np.float64)  # (N, K)
         self.explained = {i: explain(clf, pool[i]) for i in explainable}
@@ -259,6 +271,39 @@ def rss_kb(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system) of process ``pid`` and all its threads; of the whole machine (all
+    cores, every process) for None."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        if pid is None:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            return (sum(fields[:3]) + sum(fields[5:8])) / tick  # user nice system, irq softirq steal
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_use(before: dict, after: dict, requests: int, seconds: float) -> dict:
+    """Who used the cores during the timed run: the server, this client, and everything else on
+    the machine (the cores are shared), in core-seconds, per request and as cores busy on average.
+    "Other processes" is the machine's count (/proc/stat) less the two, floored at 0: approximate."""
+    used = {k: after[k] - before[k] if after[k] is not None and before[k] is not None else None for k in before}
+    if used["machine"] is not None and used["server"] is not None and used["client"] is not None:
+        used["other_processes"] = max(0.0, used["machine"] - used["server"] - used["client"])
+    out = {f"{k}_cpu_seconds": round(v, 2) for k, v in used.items() if v is not None}
+    for k in ("server", "client"):
+        if used.get(k) is not None and requests:
+            out[f"{k}_cpu_ms_per_request"] = round(1000 * used[k] / requests, 2)
+    for k, v in used.items():
+        if v is not None and seconds:
+            out[f"{k}_cores_busy"] = round(v / seconds, 2)
+    return out
+
+
 def listening_addresses(port: int) -> list[str]:
     """The local addresses with a socket listening on ``port`` (Linux: /proc/net/tcp and tcp6)."""
     import ipaddress
@@ -279,8 +324,10 @@ def listening_addresses(port: int) -> list[str]:
 class Server:
     """``textrnn serve`` as a subprocess on 127.0.0.1 and a free port; its output goes to a log file."""
 
-    def __init__(self, model_dir: Path, log_path: Path, extra_args: tuple[str, ...] = (), start_timeout: float = 120):
+    def __init__(self, model_dir: Path, log_path: Path, extra_args: tuple[str, ...] = (), start_timeout: float = 120,
+                 src: str | os.PathLike | None = None):
         self.model_dir, self.log_path, self.extra_args, self.start_timeout = model_dir, log_path, extra_args, start_timeout
+        self.src = Path(src) if src else REPO / "src"  # the server's code: this checkout's, or another's
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -291,7 +338,7 @@ class Server:
     def __enter__(self) -> "Server":
         import httpx
 
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.src), os.environ.get("PYTHONPATH")]))}
         for attempt in range(3):  # the port is free when chosen; another process may take it before uvicorn binds
             self.port = free_port()
             cmd = [sys.executable, "-m", "textrnn", "serve", str(self.model_dir), "--host", "127.0.0.1",
@@ -442,21 +489,23 @@ def summarize(outcomes: list[Outcome], planned: int, seconds: float) -> dict:
 def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 32, warmup: int | None = None,
         time_limit: float = 600, seed: int = 0, pool_size: int = 1000, rss_tolerance: float = 0.15,
         rss_every: float = 0.5, request_timeout: float = 60, work_dir: str | os.PathLike | None = None,
-        progress=print) -> dict:
+        progress=print, src: str | os.PathLike | None = None, expected: Expected | None = None) -> dict:
     """Start the server on ``model_dir``, warm it up, send ``requests`` at ``concurrency`` and check
-    everything. Returns the results (``checks`` says what passed; ``passed`` is all of them)."""
+    everything. Returns the results (``checks`` says what passed; ``passed`` is all of them).
+    ``src``: where the server's code comes from (default: this checkout's src); ``expected``: the
+    model's answers when already computed (a second run on the same model and seed)."""
     import httpx
 
     model_dir = Path(model_dir)
     warmup = max(concurrency, requests // 10) if warmup is None else warmup
     t_setup = time.perf_counter()
-    pool = request_texts(pool_size, seed + 1)
-    explainable = [i for i, t in enumerate(pool) if len(t) < 400][:200]
-    expected = Expected(model_dir, pool, explainable)
+    pool, explainable = text_pool(pool_size, seed)
+    expected = expected or Expected(model_dir, pool, explainable)
     setup_seconds = time.perf_counter() - t_setup
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     with contextlib.ExitStack() as stack:
         work = Path(work_dir) if work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="textrnn-load-")))
-        server = stack.enter_context(Server(model_dir, work / "server.log"))
+        server = stack.enter_context(Server(model_dir, work / "server.log", src=src))
         t_started = time.perf_counter()
         info = httpx.get(f"{server.url}/model", timeout=10, trust_env=False).json()
         limits = info["limits"]
@@ -470,12 +519,16 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
         progress(f"server pid {pid} on {server.url}; warm-up: {warmup} requests, then {requests} at concurrency {concurrency}")
         warm_outcomes, warm_seconds = asyncio.run(_send(warm_plan, server.url, concurrency, deadline, expected, request_timeout))
         rss["after_warmup_kb"] = rss_kb(pid)
+        cpu_before = {"server": cpu_seconds(pid), "client": time.process_time(), "machine": cpu_seconds()}
         outcomes, seconds, during = asyncio.run(_timed(timed_plan, server.url, concurrency, deadline, expected,
                                                        request_timeout, pid, rss_every))
+        cpu_after = {"server": cpu_seconds(pid), "client": time.process_time(), "machine": cpu_seconds()}
         rss["after_kb"] = rss_kb(pid)
         time.sleep(1.0)
         rss["after_idle_1s_kb"] = rss_kb(pid)
         still_up = server.proc.poll() is None and httpx.get(f"{server.url}/health", timeout=10, trust_env=False).status_code == 200
+        # how the server merged /predict requests (servers without batching do not say)
+        batching = httpx.get(f"{server.url}/model", timeout=10, trust_env=False).json().get("batching") if still_up else None
         log = (work / "server.log").read_text(errors="replace")
     timed = summarize(outcomes, len(timed_plan), seconds)
     warm = summarize(warm_outcomes, len(warm_plan), warm_seconds)
@@ -503,8 +556,9 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
         "benchmark": "load", "date": dt.date.today().isoformat(),
         "config": {"requests": requests, "concurrency": concurrency, "warmup_requests": warmup, "time_limit_s": time_limit,
                    "request_timeout_s": request_timeout, "seed": seed, "text_pool": len(pool), "explainable_texts": len(explainable),
-                   "mix": MIX, "batch_texts": [8, 32], "tolerance": expected.tolerance, "rss_tolerance": rss_tolerance,
-                   "rss_sample_every_s": rss_every, "server": {"host": "127.0.0.1", "port": server.port,
+                   "mix": MIX, "batch_texts": [8, 32], "tolerance": expected.tolerance, "precision": expected.precision,
+                   "rss_tolerance": rss_tolerance,
+                   "rss_sample_every_s": rss_every, "server": {"host": "127.0.0.1", "port": server.port, "src": str(server.src),
                                                                "command": "python -m textrnn serve MODEL --host 127.0.0.1 --port PORT",
                                                                "limits": limits, "runtime": info.get("runtime"),
                                                                "listening_on": listening},
@@ -512,25 +566,68 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
                              "config": info.get("config")},
                    "client": "asyncio + httpx.AsyncClient, kept-alive connections, same machine, loopback only"},
         "setup_seconds": round(setup_seconds, 2), "server_start_to_ready_s": round(server.start_seconds, 2),
+        "load_average_at_start": load_at_start,  # the machine's other work: the cores are shared
         "run_seconds": round(time.perf_counter() - t_started, 2),
         "timed": timed, "warmup": warm, "rss": rss, "checks": checks, "passed": all(checks.values()),
+        # the client shares the cores: requests/s is the pair's, and other work on the machine slows both
+        "cpu_during_timed_run": cpu_use(cpu_before, cpu_after, len(outcomes), seconds),
+        "server_batching": _batching_summary(batching),
         "server_log_tail": "\n".join(log.splitlines()[-15:]) if not all(checks.values()) else None,
     }
 
 
+def _batching_summary(batching: dict | None) -> dict | None:
+    """The server's /model "batching" counters (since start-up, warm-up included) and their means."""
+    if not batching:
+        return None
+    forwards = batching.get("forwards") or 0
+    return {**batching, "texts_per_forward": round(batching["texts"] / forwards, 2) if forwards else None,
+            "requests_per_forward": round(batching["requests"] / forwards, 2) if forwards else None}
+
+
+def compare(before: dict, after: dict) -> dict:
+    """The ratios of two runs on one model: after / before for throughput, before / after for latency."""
+    tb, ta = before["timed"], after["timed"]
+    ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
+    return {
+        "requests_per_second": {"before": tb["requests_per_second"], "after": ta["requests_per_second"],
+                                "ratio": ratio(ta["requests_per_second"], tb["requests_per_second"])},
+        "texts_predicted_per_second": {"before": tb["texts_predicted_per_second"], "after": ta["texts_predicted_per_second"],
+                                       "ratio": ratio(ta["texts_predicted_per_second"], tb["texts_predicted_per_second"])},
+        "median_ms": {kind: {"before": tb["latency"][kind].get("median_ms"), "after": ta["latency"][kind].get("median_ms"),
+                             "speedup": ratio(tb["latency"][kind].get("median_ms"), ta["latency"][kind].get("median_ms"))}
+                      for kind in ("all", *WELL_FORMED)},
+        "p99_ms": {"before": tb["latency"]["all"].get("p99_ms"), "after": ta["latency"]["all"].get("p99_ms")},
+        "rss_growth_after_warmup": {"before": before["rss"]["growth_after_warmup"], "after": after["rss"]["growth_after_warmup"],
+                                    "limit": after["rss"]["tolerance"]},
+        "rss_after_mb": {"before": round(before["rss"]["after_kb"] / 1024, 1) if before["rss"]["after_kb"] else None,
+                         "after": round(after["rss"]["after_kb"] / 1024, 1) if after["rss"]["after_kb"] else None},
+        "server_cpu_ms_per_request": {k: r.get("cpu_during_timed_run", {}).get("server_cpu_ms_per_request")
+                                      for k, r in (("before", before), ("after", after))},
+        "other_processes_cores_busy": {k: r.get("cpu_during_timed_run", {}).get("other_processes_cores_busy")
+                                       for k, r in (("before", before), ("after", after))},
+        "passed": {"before": before["passed"], "after": after["passed"]},
+    }
+
+
 # ----------------------------------------------------------------------------- the command
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # what decides the kernels and bfloat16 on a CPU
+
+
 def environment() -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = ""
+    cpu, flags = "", set()
     with contextlib.suppress(OSError, StopIteration):
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")))
     versions = {}
     for pkg in ("textrnn", "torch", "numpy", "fastapi", "starlette", "uvicorn", "h11", "httptools", "uvloop", "pydantic", "httpx"):
         with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu, "cpu_flags": {f: f in flags for f in CPU_FLAGS}, "cpu_count": os.cpu_count(),
+            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform(),
             "python": platform.python_version(), **versions}
 
 
@@ -553,6 +650,12 @@ def print_summary(result: dict) -> None:
           f"{mb(rss['after_kb'])}, 1 s later {mb(rss['after_idle_1s_kb'])}; growth after warm-up "
           f"{rss['growth_after_warmup']:+.1%} (limit {rss['tolerance']:.0%}; first half of the run "
           f"{rss['growth_first_half']:+.1%}, second half {rss['growth_second_half']:+.1%})")
+    cpu = result.get("cpu_during_timed_run") or {}
+    if cpu:
+        print(f"CPU during the timed run (cores busy on average): server {cpu.get('server_cores_busy')}, client "
+              f"{cpu.get('client_cores_busy')}, other processes {cpu.get('other_processes_cores_busy')} of "
+              f"{os.cpu_count()}; server {cpu.get('server_cpu_ms_per_request')} ms per request, client "
+              f"{cpu.get('client_cpu_ms_per_request')} ms")
     for name, ok in result["checks"].items():
         print(f"  [{'ok' if ok else 'FAIL'}] {name}")
     for example in t["wrong_examples"]:
@@ -568,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=600, help="hard limit in seconds for all requests (default: 600)")
     p.add_argument("--rss-tolerance", type=float, default=0.15, help="allowed RSS growth after the warm-up (default: 0.15)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline-src", metavar="DIR", help="first run the server from this src folder (another checkout's), "
+                                                          "then from this one, and record both and their ratios")
     p.add_argument("--output", metavar="FILE", help="results file (default: benchmarks/results/load-<date>.json)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1:
@@ -581,16 +686,39 @@ def main(argv: list[str] | None = None) -> int:
             print("training a small model on generated text ...", flush=True)
             model_dir = train_model(tmp, args.seed)
             trained = round(time.perf_counter() - t0, 2)
-        result = run(model_dir, args.requests, args.concurrency, args.warmup, args.time_limit, args.seed,
-                     rss_tolerance=args.rss_tolerance, work_dir=tmp)
-    result["config"]["model"]["trained_here_seconds"] = trained
-    if trained is not None:
-        result["config"]["model"]["dir"] = "(generated in a temporary folder: benchmarks/load.py train_model)"
-    result["machine"] = environment()
+        runs, expected = {}, None
+        if args.baseline_src:  # the model's own answers, once for both runs
+            expected = Expected(model_dir, *text_pool(1000, args.seed))
+        for label, src in ((("before", args.baseline_src),) if args.baseline_src else ()) + (("after", None),):
+            if args.baseline_src:
+                print(f"\n=== {label}: server code from {src or REPO / 'src'}", flush=True)
+            runs[label] = run(model_dir, args.requests, args.concurrency, args.warmup, args.time_limit, args.seed,
+                              rss_tolerance=args.rss_tolerance, work_dir=tmp, src=src,
+                              expected=expected)
+    machine = environment()
+    for r in runs.values():
+        r["config"]["model"]["trained_here_seconds"] = trained
+        if trained is not None:
+            r["config"]["model"]["dir"] = "(generated in a temporary folder: benchmarks/load.py train_model)"
+        r["machine"] = machine
+    if args.baseline_src:
+        result = {"benchmark": "load", "date": runs["after"]["date"], "machine": machine,
+                  "comparison": compare(runs["before"], runs["after"]), "before": runs["before"], "after": runs["after"],
+                  "passed": runs["after"]["passed"]}
+    else:
+        result = runs["after"]
     out = Path(args.output) if args.output else HERE / "results" / f"load-{result['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print_summary(result)
+    for label, r in runs.items():
+        if args.baseline_src:
+            print(f"\n=== {label} ({r['config']['server']['src']})")
+        print_summary(r)
+    if args.baseline_src:
+        c = result["comparison"]
+        print(f"\nafter / before: {c['requests_per_second']['ratio']}x requests/s ({c['requests_per_second']['before']} -> "
+              f"{c['requests_per_second']['after']}), median {c['median_ms']['all']['before']} -> {c['median_ms']['all']['after']} ms; "
+              f"RSS growth after warm-up {c['rss_growth_after_warmup']['before']:+.1%} -> {c['rss_growth_after_warmup']['after']:+.1%}")
     print(f"\nwrote {out}")
     return 0 if result["passed"] else 1
 

@@ -39,3 +39,28 @@ def test_a_real_server_under_concurrent_mixed_load_answers_everything_correctly(
     assert checks["listens_on_loopback_only"], result["config"]["server"]["listening_on"]
     assert result["config"]["server"]["host"] == "127.0.0.1"
     assert result["rss"]["after_kb"] > 0 and result["rss"]["samples_during"]  # sampled; flatness is the benchmark's
+    cpu = result["cpu_during_timed_run"]
+    assert cpu["server_cpu_seconds"] > 0 and cpu["client_cpu_seconds"] > 0 and cpu["server_cpu_ms_per_request"] > 0
+    assert result["config"]["precision"] in ("float32", "bfloat16")
+
+
+def test_the_comparison_of_two_runs_and_the_machine_description():
+    load = _load_benchmark()
+
+    def result(rps, median, growth, passed=True):
+        latency = {kind: {"median_ms": median, "p99_ms": 3 * median} for kind in ("all", *load.MIX)}
+        return {"timed": {"requests_per_second": rps, "texts_predicted_per_second": 5 * rps, "latency": latency},
+                "rss": {"growth_after_warmup": growth, "tolerance": 0.15, "after_kb": 500 * 1024}, "passed": passed}
+
+    c = load.compare(result(40.0, 800.0, 0.16, passed=False), result(160.0, 100.0, 0.02))
+    assert c["requests_per_second"] == {"before": 40.0, "after": 160.0, "ratio": 4.0}
+    assert c["median_ms"]["single"] == {"before": 800.0, "after": 100.0, "speedup": 8.0}
+    assert c["rss_growth_after_warmup"] == {"before": 0.16, "after": 0.02, "limit": 0.15}
+    assert c["passed"] == {"before": False, "after": True}
+    use = load.cpu_use({"server": 1.0, "client": 2.0, "machine": 10.0}, {"server": 3.0, "client": 3.0, "machine": 16.0},
+                       requests=100, seconds=4.0)
+    assert use["server_cpu_seconds"] == 2.0 and use["other_processes_cpu_seconds"] == 3.0
+    assert use["server_cpu_ms_per_request"] == 20.0 and use["client_cores_busy"] == 0.25 and use["machine_cores_busy"] == 1.5
+    machine = load.environment()
+    assert set(machine["cpu_flags"]) == {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    assert all(isinstance(v, bool) for v in machine["cpu_flags"].values())

@@ -12,16 +12,30 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # newer Starlette asks for httpx2 instead of httpx
     from fastapi.testclient import TestClient
 
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.serving import STATIC, create_app
-
-from conftest import tiny_sentiment
 
 FAST = dict(embedding_dim=16, hidden_size=16, epochs=20, batch_size=8, learning_rate=0.02, schedule="constant",
             min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None,
             precision="float32")  # float32 like onnxruntime: the two apps must answer alike
 LIMITS = dict(max_text_chars=200, max_batch=4, max_body_bytes=4000)
+
+
+@pytest.fixture(autouse=True)
+def _process_settings(monkeypatch):
+    """serve() sets the kernel cache variables and torch's threads for the process: put them back."""
+    import torch
+
+    from textrnn.serving import KERNEL_CACHE_VARIABLES
+
+    for var in KERNEL_CACHE_VARIABLES:
+        monkeypatch.setenv(var, "recorded")  # records the original (or its absence) for the teardown
+        monkeypatch.delenv(var)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +352,238 @@ def test_inference_runs_on_one_thread_whatever_the_concurrency(model_dir, monkey
     with TestClient(create_app(clf)) as c, ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(lambda i: c.post("/predict", json={"text": f"a good film {i}"}), range(48)))
     assert all(r.status_code == 200 for r in answers) and len(threads) == 1
+
+
+# ----------------------------------------------------------------------------- dynamic batching (issue 13)
+def _ask_concurrently(app, requests: list[tuple[str, dict | bytes]]) -> list:
+    """All ``requests`` (path, JSON body or raw bytes) in flight at once through the ASGI app."""
+    import asyncio
+
+    import httpx
+
+    async def go():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            def post(path, body):
+                if isinstance(body, bytes):
+                    return c.post(path, content=body, headers={"content-type": "application/json"})
+                return c.post(path, json=body)
+            return await asyncio.gather(*(post(path, body) for path, body in requests))
+
+    return asyncio.run(go())
+
+
+def _recording(monkeypatch, clf, fail_on: str | None = None) -> list[int]:
+    """Wrap ``clf.predict_proba``: record each call's number of texts; raise if a text holds ``fail_on``."""
+    sizes, original = [], clf.predict_proba
+
+    def recording(texts, *args, **kwargs):
+        sizes.append(len(texts))
+        if fail_on is not None and any(fail_on in t for t in texts):
+            raise RuntimeError("this text breaks the model")
+        return original(texts, *args, **kwargs)
+
+    monkeypatch.setattr(clf, "predict_proba", recording)
+    return sizes
+
+
+WORDS = ["good", "bad", "great", "awful", "fun", "dull"]
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_concurrent_predictions_are_merged_and_each_gets_exactly_its_own_answer(model_dir, runtime, tmp_path, monkeypatch):
+    from textrnn.serving import load_model
+
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+        from textrnn.export import export_onnx
+
+        export_onnx(model_dir, tmp_path / "m.onnx", check=False)
+    clf = load_model(model_dir, runtime, tmp_path / "m.onnx" if runtime == "onnx" else None)
+    singles = [f"{WORDS[i % 6]} film, part {i} of a very {'long ' * (i % 7)}series" for i in range(14)]
+    batches = [[f"{WORDS[(i + j) % 6]} acting {j}" for j in range(1 + i % 4)] for i in range(6)]  # 1 to 4 texts
+    own = {t: row for t, row in zip(singles, clf.predict_proba(singles))}  # the model's own answers, first
+    own_batches = [clf.predict_proba(b) for b in batches]
+    sizes = _recording(monkeypatch, clf)
+    app = create_app(clf, batch_wait=0.1, batch_gap=0.1, **LIMITS)  # long waits: the 20 requests surely meet
+    requests = [("/predict", {"text": t}) for t in singles] + [("/predict", {"texts": b}) for b in batches]
+    answers = _ask_concurrently(app, requests)
+    app.state.batcher.close()
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert max(sizes) > 4 and len(sizes) < len(requests)  # merged: fewer forwards than requests
+    for t, r in zip(singles, answers):
+        body = r.json()
+        assert body["probabilities"] == pytest.approx(dict(zip(["neg", "pos"], map(float, own[t]))), abs=1e-5)
+        assert body["label"] == ["neg", "pos"][int(np.argmax(own[t]))]
+    for b, want, r in zip(batches, own_batches, answers[len(singles):]):
+        body = r.json()
+        assert len(body["probabilities"]) == len(b)
+        for got, row in zip(body["probabilities"], want):
+            assert [got["neg"], got["pos"]] == pytest.approx(row.tolist(), abs=1e-5)
+    stats = app.state.batcher.stats
+    assert stats["requests"] == 20 and stats["texts"] == len(singles) + sum(map(len, batches))
+
+
+def test_a_bad_request_among_concurrent_ones_fails_alone(model_dir, monkeypatch):
+    clf = TextClassifier.load(model_dir)
+    texts = [f"{WORDS[i % 6]} film {i}" for i in range(12)]
+    own = clf.predict_proba(texts + ["a good film", "a bad film"])
+    sizes = _recording(monkeypatch, clf, fail_on="POISON")
+    app = create_app(clf, batch_wait=0.1, batch_gap=0.1, **LIMITS)
+    bad = [("/predict", b'{"text": '), ("/predict", {"text": "x" * 201}), ("/predict", {}),
+           ("/predict", {"texts": ["a"] * 5}), ("/predict", {"text": "a POISON text"}),       # the model fails on it
+           ("/predict", {"texts": ["a good film", "a POISON text", "a bad film"]})]
+    requests = [("/predict", {"text": t}) for t in texts[:6]] + bad + [("/predict", {"text": t}) for t in texts[6:]]
+    answers = _ask_concurrently(app, requests)
+    app.state.batcher.close()
+    assert [r.status_code for r in answers[6:12]] == [400, 413, 422, 413, 500, 500]
+    assert all("detail" in r.json() and "POISON" not in r.text for r in answers[6:12])
+    good = answers[:6] + answers[12:]
+    assert all(r.status_code == 200 for r in good), [r.text for r in good]
+    for t, row, r in zip(texts, own, good):
+        assert r.json()["probabilities"]["pos"] == pytest.approx(float(row[1]), abs=1e-5), t
+    assert max(sizes) > 3 and app.state.batcher.stats["retried_alone"] >= 1  # merged, failed, then one by one
+
+
+@pytest.mark.parametrize("forward_s,explain_s", [(0.03, 0.01), (0.01, 0.03)])
+def test_explain_and_predictions_share_the_thread_under_a_flood(model_dir, forward_s, explain_s):
+    import asyncio
+    import threading
+    import time
+
+    from textrnn.serving import Batcher
+
+    clf = TextClassifier.load(model_dir)
+    order, lock = [], threading.Lock()
+
+    def slow_predict(texts):
+        time.sleep(forward_s)
+        with lock:
+            order.append("p")
+        return clf.predict_proba(texts)
+
+    def slow_explain(text):
+        time.sleep(explain_s)
+        with lock:
+            order.append("e")
+        return text
+
+    batcher = Batcher(slow_predict, max_texts=8, wait=0, gap=0)
+
+    async def flood():
+        stop = asyncio.Event()
+
+        async def predicting(i):  # each client asks again as soon as it is answered
+            while not stop.is_set():
+                await batcher.predict([f"good film {i}"] * 4)
+
+        clients = [asyncio.create_task(predicting(i)) for i in range(12)]
+        await asyncio.sleep(0.05)
+        explained = await asyncio.wait_for(asyncio.gather(*(batcher.call(slow_explain, f"text {k}") for k in range(6))), 10)
+        stop.set()
+        await asyncio.gather(*clients)
+        return explained
+
+    assert asyncio.run(flood()) == [f"text {k}" for k in range(6)]  # /explain was not starved
+    batcher.close()
+    seq = "".join(order)
+    during = seq[seq.index("e"):seq.rindex("e") + 1]
+    assert "p" in during, seq  # nor were the predictions: they ran between the explanations
+    # each lane had about half the thread: runs of one lane last about one job of the other, plus one
+    longest_e = max(len(run) for run in during.split("p"))
+    longest_p = max(len(run) for run in during.split("e"))
+    assert longest_e <= round(forward_s / explain_s) + 1 and longest_p <= round(explain_s / forward_s) + 1, seq
+
+
+def test_the_merged_batch_is_capped_and_a_big_request_runs_alone(model_dir):
+    import asyncio
+    import threading
+
+    from textrnn.serving import Batcher
+
+    clf = TextClassifier.load(model_dir)
+    sizes, started, release = [], threading.Event(), threading.Event()
+
+    def predict(texts):
+        sizes.append(len(texts))
+        if len(sizes) == 1:  # hold the first forward so the others queue behind it
+            started.set()
+            release.wait(10)
+        return clf.predict_proba(texts)
+
+    batcher = Batcher(predict, max_texts=10, wait=0, gap=0)
+
+    async def go():
+        first = asyncio.ensure_future(batcher.predict(["good"]))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        rest = [asyncio.ensure_future(batcher.predict([f"bad {i}"] * n)) for i, n in enumerate([4, 4, 4, 12, 2])]
+        await asyncio.sleep(0.05)
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    answers = asyncio.run(go())
+    batcher.close()
+    assert [len(a) for a in answers] == [1, 4, 4, 4, 12, 2]
+    assert sizes == [1, 8, 4, 12, 2]  # 4+4, then 4 (4 more would pass 10), then 12 alone, then 2
+    assert all(s <= 10 for s in sizes if s != 12)
+
+
+def test_batching_settings_are_checked_and_reported(model_dir):
+    from textrnn.errors import TextRNNError
+
+    for bad in (dict(batch_texts=0), dict(batch_texts=1.5), dict(batch_wait=-1), dict(batch_wait=5), dict(batch_wait="1"),
+                dict(batch_gap=-0.1), dict(batch_gap=True)):
+        with pytest.raises(TextRNNError, match="batch_"):
+            create_app(model_dir, **bad)
+    with TestClient(create_app(model_dir, batch_texts=64, batch_wait=0.001)) as c:
+        c.post("/predict", json={"texts": ["a good film", "a bad film"]})
+        batching = c.get("/model").json()["batching"]
+    assert batching["batch_texts"] == 64 and batching["batch_wait_s"] == 0.001
+    assert batching["batch_gap_s"] == 0.001  # never longer than the wait
+    assert batching["forwards"] == 1 and batching["texts"] == 2
+
+
+def test_serve_bounds_the_kernel_caches_unless_the_environment_does(model_dir, monkeypatch):
+    # oneDNN and ideep keep a kernel per matrix shape, 1,024 each: a server's batches of every size
+    # filled them, and the server's memory grew by hundreds of MB under load (issue 13)
+    import os
+
+    import torch
+    import uvicorn
+
+    from textrnn.serving import KERNEL_CACHE_SHAPES, bound_kernel_caches, serve
+
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(app))
+    serve(model_dir)
+    assert torch.get_num_threads() == 1  # the server process's intra-op threads (put back by the fixture)
+    assert TestClient(seen[0]).get("/model").json()["batching"]["inference_threads"] == 1
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == os.environ["LRU_CACHE_CAPACITY"] == str(KERNEL_CACHE_SHAPES)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")
+    assert bound_kernel_caches()["LRU_CACHE_CAPACITY"] == "7"  # the user's own setting wins
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_the_inference_thread_runs_with_the_threads_it_is_given(model_dir, runtime, tmp_path):
+    import asyncio
+
+    import torch
+
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+        from textrnn.export import export_onnx
+
+        export_onnx(model_dir, tmp_path / "m.onnx", check=False)
+    app = create_app(model_dir, runtime=runtime, onnx_path=tmp_path / "m.onnx" if runtime == "onnx" else None,
+                     inference_threads=1)
+    with TestClient(app) as c:
+        assert c.post("/predict", json={"text": "a good film"}).json()["label"] == "pos"
+        assert c.get("/model").json()["batching"]["inference_threads"] == 1
+    if runtime == "torch":
+        assert asyncio.run(app.state.batcher.call(torch.get_num_threads)) == 1
+    else:
+        assert app.state.classifier.session_.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(Exception, match="inference_threads must be a positive integer"):
+        create_app(model_dir, inference_threads=0)

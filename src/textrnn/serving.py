@@ -11,22 +11,36 @@ a body over ``max_body_bytes`` (413), a body that is not JSON (400), a missing, 
 field (422), a text over ``max_text_chars`` or a batch over ``max_batch`` (413); a failure inside
 the server gets a 500 with one sentence, never a traceback (that goes to the server's log).
 Inference runs on one thread: the model is shared, and its forward is not promised to be
-re-entrant (the onnxruntime session is, but one thread keeps the two runtimes alike; each forward
-already uses every core).
+re-entrant (the onnxruntime session is, but one thread keeps the two runtimes alike). Requests to
+/predict that arrive together run together: the ``Batcher`` merges their texts into one
+``predict_proba`` call and hands each request its own rows, so concurrent clients share a forward
+instead of queueing for one each; /explain has its own lane on the same thread, and the two lanes
+share it by time.
 """
 
 # no "from __future__ import annotations": FastAPI reads the request models, defined inside
 # create_app, from the endpoints' annotations at definition time
 import asyncio
+import collections
+import contextlib
+import json
 import logging
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .errors import TextRNNError
+import torch
+
+from . import __version__
+from . import explain as occlusion  # the module: explain() is looked up per request
+from .classifier import TextClassifier
+from .errors import TextRNNError, expected_one_of
+from .export import OnnxClassifier
 
 log = logging.getLogger("textrnn")
 
@@ -34,7 +48,25 @@ STATIC = Path(__file__).parent / "static"
 MAX_TEXT_CHARS = 50_000     # the longest IMDB review is about 14,000 characters
 MAX_BATCH = 128
 MAX_BODY_BYTES = 1_000_000
+# the most texts one merged forward takes: predict_proba's own batch on a CPU with the fast kernel
+# (FAST_CPU_INFERENCE_BATCH), so a merged call is one forward, not several side by side
+BATCH_TEXTS = 512
+# a /predict request is held for others to join it while they keep coming: until none has come
+# for BATCH_GAP seconds, and BATCH_WAIT at most after it came. A lone request waits BATCH_GAP;
+# requests that queued behind a running forward have waited already and go at once
+BATCH_WAIT = 0.02
+BATCH_GAP = 0.002
 RUNTIMES = ("torch", "onnx")
+# `serve`'s intra-op threads for the inference thread (torch's, or the onnxruntime session's): a
+# merged forward is hundreds of small steps, each too small to share out, and a helper thread
+# spinning between them holds a core that the event loop needs
+INFERENCE_THREADS = 1
+# oneDNN, and PyTorch's ideep layer over it, keep a compiled kernel per matrix shape (1,024 each by
+# default). A server's forwards take every row count and length, so both caches fill with shapes
+# seen once and the process grows by hundreds of MB until they are full, which reads as a leak.
+# `serve` keeps this many of each: a shape evicted and seen again is compiled again
+KERNEL_CACHE_SHAPES = 64
+KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 _EXAMPLE = '{"text": "A wonderful film."}'
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a JSON string ("\\udfff"), not encodable as UTF-8
 _JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
@@ -62,8 +94,6 @@ class BodyLimit:
         self.app, self.max_bytes, self.drain_factor = app, max_bytes, drain_factor
 
     async def _refuse(self, send, size: str, close: bool = True) -> None:
-        import json
-
         body = json.dumps({"detail": f"The request body is {size} bytes; the limit is {self.max_bytes:,} bytes."}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413,
@@ -113,6 +143,154 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class Batcher:
+    """The one inference thread, fed by two lanes: /predict requests, merged, and other calls
+    (/explain), one at a time.
+
+    A forward's cost is mostly per time step, not per text (each step is one matrix product over
+    all the rows), so requests that arrive together run as one ``predict(texts)`` call over all
+    their texts, at most ``max_texts`` of them (one request with more runs alone), and each request
+    gets back exactly its own rows. Requests are held for company while more keep arriving: until
+    none has arrived for ``gap`` seconds, and ``wait`` seconds at most after the oldest came.
+    Clients answered by one forward send their next requests in a burst, and gathering the burst
+    makes one forward of it instead of several; a lone request waits only ``gap``, and requests
+    that queued behind a running forward have waited already and go at once.
+
+    The two lanes share the thread by time while both hold work: the next job comes from the lane
+    that has had less of it since they began competing (a merged forward may be worth several
+    explanations, a long /explain several forwards). So predictions wait behind about one forward's
+    time of explaining, plus one explanation, and a flood of predictions cannot starve /explain.
+    One thread, as before batching: the forward is not promised re-entrant, and one thread's
+    allocations stay in one malloc arena (threads taking turns spread them over many, and the
+    server's memory creeps up).
+
+    A merged call that fails is run again one request at a time, so a request that breaks the model
+    fails alone and the others in its batch get their answers. Jobs are ``concurrent.futures``
+    futures: a cancelled one (the client went away) is dropped before it runs."""
+
+    def __init__(self, predict, max_texts: int = BATCH_TEXTS, wait: float = BATCH_WAIT, gap: float = BATCH_GAP,
+                 name: str = "textrnn-inference", on_start=None):
+        if not isinstance(max_texts, int) or isinstance(max_texts, bool) or max_texts < 1:
+            raise TextRNNError(f"batch_texts must be a positive integer. Received: batch_texts={max_texts!r}")
+        for arg, value in (("batch_wait", wait), ("batch_gap", gap)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise TextRNNError(f"{arg} must be a number of seconds from 0 to 1. Received: {arg}={value!r}")
+        self.predict_fn, self.max_texts, self.name, self.on_start = predict, max_texts, name, on_start
+        self.wait, self.gap = float(wait), min(float(gap), float(wait))
+        self._cond = threading.Condition()
+        self._predictions: collections.deque = collections.deque()  # (texts, future, enqueued at)
+        self._calls: collections.deque = collections.deque()        # (fn, args, future)
+        self._spent = {"predict": 0.0, "call": 0.0}  # each lane's time on the thread while both held work
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.stats = {"forwards": 0, "requests": 0, "texts": 0, "calls": 0, "largest": 0, "retried_alone": 0}
+
+    # ------------------------------------------------------------------ the event loop's side
+    def _submit(self, lane: collections.deque, item: tuple) -> Future:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._closing = False
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            lane.append(item)
+            self._cond.notify()
+        return item[1] if lane is self._predictions else item[2]
+
+    async def predict(self, texts: list[str]):
+        """The probabilities (len(texts), K) for ``texts``, computed with whatever else is waiting."""
+        return await asyncio.wrap_future(self._submit(self._predictions, (texts, Future(), time.monotonic())))
+
+    async def call(self, fn, *args):
+        """``fn(*args)`` on the inference thread, in the other lane (taking turns with predictions)."""
+        return await asyncio.wrap_future(self._submit(self._calls, (fn, args, Future())))
+
+    def close(self, timeout: float | None = 30) -> None:
+        """Finish what is queued, then stop the thread (a later request starts a new one)."""
+        with self._cond:
+            self._closing = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ the inference thread
+    def _take(self) -> tuple[str, list]:
+        """The next work, under the lock: ("call", [job]), ("predict", jobs) or ("stop", [])."""
+        while not (self._predictions or self._calls):
+            if self._closing:
+                return "stop", []
+            self._cond.wait()
+        if not (self._calls and self._predictions):  # a lane alone owes nothing to the other
+            self._spent = {"predict": 0.0, "call": 0.0}
+        if self._calls and (not self._predictions or self._spent["call"] <= self._spent["predict"]):
+            return "call", [self._calls.popleft()]
+        if self.gap:  # while others keep coming (within `gap` of the last), for `wait` at most after the oldest
+            deadline = self._predictions[0][2] + self.wait
+            while not self._closing and sum(len(j[0]) for j in self._predictions) < self.max_texts:
+                left = min(deadline, self._predictions[-1][2] + self.gap) - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        jobs = [self._predictions.popleft()]
+        texts = len(jobs[0][0])
+        while self._predictions and texts + len(self._predictions[0][0]) <= self.max_texts:
+            texts += len(self._predictions[0][0])
+            jobs.append(self._predictions.popleft())
+        return "predict", jobs
+
+    def _loop(self) -> None:
+        if self.on_start is not None:  # per-thread settings (torch's thread count) for every forward here
+            self.on_start()
+        while True:
+            with self._cond:
+                kind, jobs = self._take()
+            if kind == "stop":
+                return
+            t0 = time.perf_counter()
+            self._run(kind, jobs)
+            self._spent[kind] += time.perf_counter() - t0
+
+    def _run(self, kind: str, jobs: list) -> None:
+        if kind == "call":
+            fn, args, future = jobs[0]
+            if future.set_running_or_notify_cancel():
+                self.stats["calls"] += 1
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as e:  # noqa: BLE001 - the request's own failure: its answer
+                    future.set_exception(e)
+            return
+        jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
+        if jobs:
+            self._run_predictions(jobs)
+
+    def _run_predictions(self, jobs: list) -> None:
+        texts = [t for job in jobs for t in job[0]]
+        try:
+            proba = self.predict_fn(texts)
+        except BaseException as e:  # noqa: BLE001
+            if len(jobs) == 1:
+                jobs[0][1].set_exception(e)
+                return
+            # one request's texts may be what broke the merged call: each request alone, so only it fails
+            self.stats["retried_alone"] += 1
+            for job_texts, future, _ in jobs:
+                try:
+                    future.set_result(self.predict_fn(job_texts))
+                except BaseException as e:  # noqa: BLE001
+                    future.set_exception(e)
+            return
+        s = self.stats
+        s["forwards"] += 1
+        s["requests"] += len(jobs)
+        s["texts"] += len(texts)
+        s["largest"] = max(s["largest"], len(texts))
+        start = 0
+        for job_texts, future, _ in jobs:
+            future.set_result(proba[start:start + len(job_texts)].copy())  # its own rows, not a view of the others'
+            start += len(job_texts)
 
 
 def _finite(obj: Any) -> Any:
@@ -168,55 +346,61 @@ def model_name(model_dir: str | os.PathLike) -> str:
     return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
-def load_model(model: Any, runtime: str = "torch", onnx_path: str | os.PathLike | None = None):
+def load_model(model: Any, runtime: str = "torch", onnx_path: str | os.PathLike | None = None,
+               threads: int | None = None):
+    """The classifier to serve: ``model`` itself when fitted, else loaded from its directory; with
+    ``runtime="onnx"`` an onnxruntime session with ``threads`` intra-op threads (None: its default)."""
     if runtime not in RUNTIMES:
-        from .errors import expected_one_of
-
         raise expected_one_of("runtime", runtime, RUNTIMES)
     if not isinstance(model, (str, os.PathLike)):
         if runtime == "onnx":
             raise TextRNNError("runtime='onnx' needs a model directory (with the exported model.onnx), not a fitted object.")
         return model
     if runtime == "onnx":
-        from .export import OnnxClassifier
-
-        return OnnxClassifier(model, onnx_path)
-    from .classifier import TextClassifier
-
+        return OnnxClassifier(model, onnx_path, num_threads=threads)
     return TextClassifier.load(model)
 
 
 def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int = MAX_BATCH,
                max_body_bytes: int = MAX_BODY_BYTES, runtime: str = "torch",
-               onnx_path: str | os.PathLike | None = None, name: str | None = None):
+               onnx_path: str | os.PathLike | None = None, name: str | None = None,
+               batch_texts: int = BATCH_TEXTS, batch_wait: float = BATCH_WAIT, batch_gap: float = BATCH_GAP,
+               inference_threads: int | None = None):
     """The FastAPI app for ``model``: a model directory, or a fitted TextClassifier. The model is
-    loaded here, once; ``runtime="onnx"`` runs ``model_dir/model.onnx`` (or ``onnx_path``)."""
+    loaded here, once; ``runtime="onnx"`` runs ``model_dir/model.onnx`` (or ``onnx_path``).
+    Concurrent /predict requests are merged into forwards of up to ``batch_texts`` texts, a request
+    being held while others keep arriving (none for ``batch_gap`` seconds ends it, ``batch_wait``
+    at most; see ``Batcher``). ``inference_threads``: the intra-op threads of that one thread
+    (None: the runtime's default; torch's count also becomes the default of threads started later)."""
     try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import FileResponse, JSONResponse
-        from fastapi.staticfiles import StaticFiles
-        from pydantic import BaseModel, ConfigDict, Field, StrictStr
-        from starlette.exceptions import HTTPException as StarletteHTTPException
+        from fastapi import FastAPI, Request  # noqa: PLC0415  (optional extra: textrnn[serve])
+        from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
+        from fastapi.responses import FileResponse, JSONResponse  # noqa: PLC0415
+        from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
+        from pydantic import BaseModel, ConfigDict, Field, StrictStr  # noqa: PLC0415
+        from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: PLC0415
     except ImportError:
         raise TextRNNError("Serving needs FastAPI and uvicorn: pip install 'textrnn[serve]'") from None
-    from . import __version__
-    from .explain import explain
 
-    for arg, value in (("max_text_chars", max_text_chars), ("max_batch", max_batch), ("max_body_bytes", max_body_bytes)):
+    for arg, value in (("max_text_chars", max_text_chars), ("max_batch", max_batch), ("max_body_bytes", max_body_bytes),
+                       ("inference_threads", 1 if inference_threads is None else inference_threads)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise TextRNNError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
-    clf = load_model(model, runtime, onnx_path)
+    clf = load_model(model, runtime, onnx_path, threads=inference_threads)
     if name is None:
         name = model_name(model) if isinstance(model, (str, os.PathLike)) else "model"
-    # one thread runs every forward: the model is shared and its forward is not promised to be
-    # re-entrant, each forward already uses every core, and one thread's allocations stay in one
-    # malloc arena (a pool of threads taking turns under a lock spreads them over many, and the
-    # server's memory creeps up); the event loop stays free for /health and for refusing bad requests
-    inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textrnn-inference")
+    # one thread runs every forward (see Batcher); the event loop stays free for /health and for
+    # refusing bad requests, which never reach the model. clf.predict_proba is looked up per call,
+    # so a test can wrap it on the classifier after the app is made
+    on_start = None
+    if inference_threads is not None and runtime == "torch":
+        on_start = lambda: torch.set_num_threads(inference_threads)  # noqa: E731 - set on the thread that runs the forwards
+    batcher = Batcher(lambda texts: clf.predict_proba(texts), batch_texts, batch_wait, batch_gap, on_start=on_start)
 
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(inference, fn, *args)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
     labels = list(clf.classes_)
 
@@ -237,7 +421,7 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     def probs(row) -> dict:
         return {str(c): float(p) for c, p in zip(labels, row)}
 
-    app = FastAPI(title="textrnn", version=__version__,
+    app = FastAPI(title="textrnn", version=__version__, lifespan=lifespan,
                   description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     fields = {"/predict": ("text", "texts"), "/explain": ("text",)}
@@ -295,18 +479,19 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
                 raise ApiError(413, f"Field 'texts' holds {len(body.texts):,} texts; the limit is {max_batch:,} per request.")
             for i, t in enumerate(body.texts):
                 check_text(t, f"texts[{i}]")
-            proba = await run(clf.predict_proba, body.texts)
+            proba = await batcher.predict(body.texts)
             return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)],
                     "probabilities": [probs(row) for row in proba]}
-        check_text(body.text, "text")
-        proba = (await run(clf.predict_proba, [body.text]))[0]
+        text = body.text or ""  # a string here (checked above): the same text, typed as one
+        check_text(text, "text")
+        proba = (await batcher.predict([text]))[0]
         k = int(proba.argmax())
         return {"model": name, "label": labels[k], "probability": float(proba[k]), "probabilities": probs(proba)}
 
     @app.post("/explain", summary="The prediction and each token's occlusion score")
     async def explain_text(body: ExplainRequest) -> dict:
         check_text(body.text, "text")
-        result = await run(explain, clf, body.text)
+        result = await batcher.call(occlusion.explain, clf, body.text)
         # a lone surrogate (half a character, "\udfff") is a valid JSON escape but cannot be written back
         # as UTF-8: the tokens echo it as U+FFFD, as a UTF-8 decoder would, instead of failing the answer
         result["tokens"] = [_LONE_SURROGATE.sub("\ufffd", t) for t in result["tokens"]]
@@ -326,6 +511,9 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
             "version": {"textrnn": __version__, "format_version": meta.get("format_version"),
                         "trained_with": meta.get("versions", {})},
             "limits": {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes},
+            # how /predict requests are merged, and what has been merged since start-up
+            "batching": {"batch_texts": batcher.max_texts, "batch_wait_s": batcher.wait, "batch_gap_s": batcher.gap,
+                         "inference_threads": inference_threads, **batcher.stats},
         })
 
     headers = {"Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:",
@@ -336,20 +524,37 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.classifier, app.state.model_name = clf, name
+    app.state.classifier, app.state.model_name, app.state.batcher = clf, name, batcher
     return app
+
+
+def bound_kernel_caches(shapes: int = KERNEL_CACHE_SHAPES) -> dict:
+    """Bound oneDNN's and ideep's per-shape kernel caches for this process (see KERNEL_CACHE_SHAPES),
+    unless the environment already sets them. Both read their variable once, at their first kernel:
+    this must run before the model's first forward. Returns the settings in force."""
+    for var in KERNEL_CACHE_VARIABLES:
+        os.environ.setdefault(var, str(shapes))
+    return {var: os.environ[var] for var in KERNEL_CACHE_VARIABLES}
 
 
 def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
           onnx_path: str | os.PathLike | None = None, max_text_chars: int = MAX_TEXT_CHARS,
-          max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES, log_level: str = "info") -> None:
-    """Load the model and serve it with uvicorn until interrupted."""
+          max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES, log_level: str = "info",
+          batch_texts: int = BATCH_TEXTS, batch_wait: float = BATCH_WAIT, batch_gap: float = BATCH_GAP,
+          inference_threads: int | None = INFERENCE_THREADS) -> None:
+    """Load the model and serve it with uvicorn until interrupted: a process of its own, so the
+    kernel caches (``bound_kernel_caches``) and the intra-op threads (INFERENCE_THREADS) are set
+    for the whole process."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: PLC0415  (optional extra: textrnn[serve])
     except ImportError:
         raise TextRNNError("Serving needs FastAPI and uvicorn: pip install 'textrnn[serve]'") from None
+    bound_kernel_caches()
+    if runtime == "torch" and inference_threads is not None:
+        torch.set_num_threads(inference_threads)
     app = create_app(model_dir, max_text_chars=max_text_chars, max_batch=max_batch, max_body_bytes=max_body_bytes,
-                     runtime=runtime, onnx_path=onnx_path)
+                     runtime=runtime, onnx_path=onnx_path, batch_texts=batch_texts, batch_wait=batch_wait,
+                     batch_gap=batch_gap, inference_threads=inference_threads)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this machine can use the model", host)
     log.info("serving %s (%s runtime) on http://%s:%d/  (API docs: /docs)", app.state.model_name, runtime,
