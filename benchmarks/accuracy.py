@@ -30,10 +30,8 @@ REPO = HERE.parent
 def run(recipe: str, seed: int, imdb: str) -> dict:
     config = REPO / "configs" / f"{recipe}.toml"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TEXTRNN_IMDB": imdb, "TEXTRNN_CACHE_DIR": str(Path(tmp) / "cache"),
-               "PYTHONPATH": str(REPO / "src")}
-        argv = [sys.executable, "-m", "textrnn", "train", "--output", str(Path(tmp) / "run"), "--quiet",
-                "--set", f"train.seed={seed}"]
+        env = {**os.environ, "TEXTRNN_IMDB": imdb, "TEXTRNN_CACHE_DIR": str(Path(tmp) / "cache"), "PYTHONPATH": str(REPO / "src")}
+        argv = [sys.executable, "-m", "textrnn", "train", "--output", str(Path(tmp) / "run"), "--quiet", "--set", f"train.seed={seed}"]
         if config.exists():
             argv += ["--config", str(config)]
         print("+", " ".join(argv[1:]), flush=True)
@@ -43,10 +41,17 @@ def run(recipe: str, seed: int, imdb: str) -> dict:
         if proc.returncode != 0:
             raise SystemExit(f"{recipe} seed {seed} failed:\n{proc.stderr}")
         m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
-    return {"seed": seed, "test_accuracy": m["test_accuracy"], "validation_accuracy": m["validation"]["accuracy"],
-            "wall_seconds": wall, "timings": m["timings"], "epochs_run": len(m["history"]),
-            "best_epoch": next((h["epoch"] for h in m["history"] if h.get("best")), None),
-            "config": m["config"], "environment": m["environment"]}
+    return {
+        "seed": seed,
+        "test_accuracy": m["test_accuracy"],
+        "validation_accuracy": m["validation"]["accuracy"],
+        "wall_seconds": wall,
+        "timings": m["timings"],
+        "epochs_run": len(m["history"]),
+        "best_epoch": next((h["epoch"] for h in m["history"] if h.get("best")), None),
+        "config": m["config"],
+        "environment": m["environment"],
+    }
 
 
 def main(argv=None) -> int:
@@ -64,15 +69,23 @@ def main(argv=None) -> int:
         acc = [r["test_accuracy"] for r in runs]
         wall = [r["wall_seconds"] for r in runs]
         result[recipe] = {
-            "recipe": f"configs/{recipe}.toml", "seeds": [r["seed"] for r in runs],
-            "test_accuracy": acc, "wall_seconds": wall,
-            "test_accuracy_mean": statistics.mean(acc), "test_accuracy_stdev": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            "wall_seconds_mean": statistics.mean(wall), "wall_seconds_max": max(wall), "runs": runs,
+            "recipe": f"configs/{recipe}.toml",
+            "seeds": [r["seed"] for r in runs],
+            "test_accuracy": acc,
+            "wall_seconds": wall,
+            "test_accuracy_mean": statistics.mean(acc),
+            "test_accuracy_stdev": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+            "wall_seconds_mean": statistics.mean(wall),
+            "wall_seconds_max": max(wall),
+            "runs": runs,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2))
-        print(f"{recipe}: test accuracy {statistics.mean(acc):.4f} ± {result[recipe]['test_accuracy_stdev']:.4f} "
-              f"({', '.join(f'{a:.4f}' for a in acc)}), wall {statistics.mean(wall):.0f}s (max {max(wall):.0f}s)", flush=True)
+        print(
+            f"{recipe}: test accuracy {statistics.mean(acc):.4f} ± {result[recipe]['test_accuracy_stdev']:.4f} "
+            f"({', '.join(f'{a:.4f}' for a in acc)}), wall {statistics.mean(wall):.0f}s (max {max(wall):.0f}s)",
+            flush=True,
+        )
     return 0
 
 

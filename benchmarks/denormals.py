@@ -47,11 +47,20 @@ print(json.dumps({"tokens_per_s": clf.history_[-1]["tokens_per_s"], "seconds": c
 
 
 def run(model: str, mode: str, profile: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
-                                                            "MKL_ENABLE_INSTRUCTIONS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+    }
     env.update({"PYTHONPATH": str(REPO / "src")}, **({"TEXTRNN_CPU": "avx2"} if profile == "no_bf16" else {}))
-    out = subprocess.run([sys.executable, "-c", CHILD, model, mode, str(REPO / "configs" / "seed.toml")], env=env,
-                         capture_output=True, text=True, check=True, timeout=1800).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, model, mode, str(REPO / "configs" / "seed.toml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -73,13 +82,20 @@ def main(argv=None) -> int:
                     res = run(model, mode, profile)
                     runs.append({"profile": profile, "model": model, "mode": mode, "round": r, **res})
                     print(f"{profile:8s} {model:8s} {mode:6s} {res['tokens_per_s']:>10,.0f} tokens/s", flush=True)
-            med = {m: statistics.median(x["tokens_per_s"] for x in runs
-                                        if (x["profile"], x["model"], x["mode"]) == (profile, model, m))
-                   for m in ("keep", "flush")}
+            med = {
+                m: statistics.median(x["tokens_per_s"] for x in runs if (x["profile"], x["model"], x["mode"]) == (profile, model, m))
+                for m in ("keep", "flush")
+            }
             summary[f"{profile}/{model}"] = {**med, "ratio": med["flush"] / med["keep"]}
     date = dt.date.today().isoformat()
-    result = {"date": date, "environment": environment(), "what": __doc__.split("\n\n")[0], "precision": "float32",
-              "summary_tokens_per_s_median": summary, "runs": runs}
+    result = {
+        "date": date,
+        "environment": environment(),
+        "what": __doc__.split("\n\n")[0],
+        "precision": "float32",
+        "summary_tokens_per_s_median": summary,
+        "runs": runs,
+    }
     Path(args.out, f"denormals-{date}.json").write_text(json.dumps(result, indent=2))
     for k, v in summary.items():
         print(f"{k}: kept {v['keep']:,.0f}, flushed {v['flush']:,.0f} tokens/s: {v['ratio']:.1f}x")

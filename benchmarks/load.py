@@ -62,11 +62,27 @@ TOLERANCE_BF16 = 5e-3
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # the share of each request kind in the mix; malformed ones make up 11%
-MIX = {"single": 0.57, "batch": 0.22, "explain": 0.10,
-       "bad_json": 0.025, "missing_field": 0.025, "text_too_long": 0.025, "batch_too_big": 0.025, "body_too_big": 0.01}
+MIX = {
+    "single": 0.57,
+    "batch": 0.22,
+    "explain": 0.10,
+    "bad_json": 0.025,
+    "missing_field": 0.025,
+    "text_too_long": 0.025,
+    "batch_too_big": 0.025,
+    "body_too_big": 0.01,
+}
 WELL_FORMED = ("single", "batch", "explain")
-EXPECTED_STATUS = {"single": 200, "batch": 200, "explain": 200,
-                   "bad_json": 400, "missing_field": 422, "text_too_long": 413, "batch_too_big": 413, "body_too_big": 413}
+EXPECTED_STATUS = {
+    "single": 200,
+    "batch": 200,
+    "explain": 200,
+    "bad_json": 400,
+    "missing_field": 422,
+    "text_too_long": 413,
+    "batch_too_big": 413,
+    "body_too_big": 413,
+}
 
 # ----------------------------------------------------------------------------- data and model
 POSITIVE = ["good", "great", "wonderful", "superb", "loved", "brilliant", "fun", "moving", "charming", "best"]
@@ -104,9 +120,18 @@ def train_model(out_dir: str | os.PathLike, seed: int = 0, n_texts: int = 600, e
     from textrnn import TextClassifier
 
     texts, labels = make_corpus(n_texts, seed)
-    clf = TextClassifier(embedding_dim=32, hidden_size=32, epochs=epochs, batch_size=32, min_freq=1, max_length=120,
-                         learning_rate=0.01, early_stopping_patience=None, seed=seed,
-                         num_threads=1)  # two threads on two shared cores train many times slower when busy
+    clf = TextClassifier(
+        embedding_dim=32,
+        hidden_size=32,
+        epochs=epochs,
+        batch_size=32,
+        min_freq=1,
+        max_length=120,
+        learning_rate=0.01,
+        early_stopping_patience=None,
+        seed=seed,
+        num_threads=1,
+    )  # two threads on two shared cores train many times slower when busy
     clf.fit(texts, labels, progress=False)
     path = Path(out_dir) / "load" / "model"
     clf.save(path)
@@ -118,9 +143,22 @@ def request_texts(n: int, seed: int = 1) -> list[str]:
     plus the awkward ones: empty, blank, unknown words only, HTML, emoji, other scripts, and a
     lone surrogate (a character cut in half: valid as a JSON escape, not as UTF-8)."""
     texts, _ = make_corpus(n - 14, seed, min_words=0, max_words=200)
-    return ["", "   ", "\t\n", "zzzq xxyyq qqqq", "A <b>great</b> film<br />with a bad end.", "good 😀👍 bad 😡",
-                    "Ｆｕｌｌ－ｗｉｄｔｈ ｇｏｏｄ", "очень хороший фильм", "素晴らしい映画", "!!!???", "good " * 400,
-                    "awful, awful, awful", "good film\ud83d", "bad \udfff film"] + texts  # \ud83d: half an emoji
+    return [
+        "",
+        "   ",
+        "\t\n",
+        "zzzq xxyyq qqqq",
+        "A <b>great</b> film<br />with a bad end.",
+        "good 😀👍 bad 😡",
+        "Ｆｕｌｌ－ｗｉｄｔｈ ｇｏｏｄ",
+        "очень хороший фильм",
+        "素晴らしい映画",
+        "!!!???",
+        "good " * 400,
+        "awful, awful, awful",
+        "good film\ud83d",
+        "bad \udfff film",
+    ] + texts  # \ud83d: half an emoji
 
 
 def text_pool(pool_size: int, seed: int) -> tuple[list[str], list[int]]:
@@ -160,13 +198,23 @@ def build_plan(n: int, pool_size: int, explainable: list[int], limits: dict, see
         elif kind == "explain":
             plan.append(Request(kind, "/explain", b"", [rng.choice(explainable)]))
         elif kind == "bad_json":
-            plan.append(Request(kind, "/predict", rng.choice([b'{"text": ', b"{'text': 'single quotes'}", b'{"text": "a",}',
-                                                              b"not json at all", b'{"texts": ["a", "b"'])))
+            plan.append(
+                Request(
+                    kind,
+                    "/predict",
+                    rng.choice([b'{"text": ', b"{'text': 'single quotes'}", b'{"text": "a",}', b"not json at all", b'{"texts": ["a", "b"']),
+                )
+            )
         elif kind == "missing_field":
             plan.append(Request(kind, rng.choice(["/predict", "/explain"]), b"{}"))
         elif kind == "text_too_long":
-            plan.append(Request(kind, rng.choice(["/predict", "/explain"]),
-                                json.dumps({"text": "word " * (max_chars // 5) + "x" * (max_chars % 5 + 1)}).encode()))
+            plan.append(
+                Request(
+                    kind,
+                    rng.choice(["/predict", "/explain"]),
+                    json.dumps({"text": "word " * (max_chars // 5) + "x" * (max_chars % 5 + 1)}).encode(),
+                )
+            )
         elif kind == "batch_too_big":
             plan.append(Request(kind, "/predict", json.dumps({"texts": ["a short text"] * (max_batch + 1)}).encode()))
         elif kind == "body_too_big":
@@ -246,7 +294,8 @@ class Expected:
             if payload["tokens"] != tokens or payload["seen"] != want["seen"] or payload["unknown"] != want["unknown"]:
                 return f"text {i}: tokens differ from explain()"
             if len(payload["scores"]) != len(want["scores"]) or any(
-                    abs(a - b) > self.tolerance for a, b in zip(payload["scores"], want["scores"])):
+                abs(a - b) > self.tolerance for a, b in zip(payload["scores"], want["scores"])
+            ):
                 return f"text {i}: scores differ from explain() by more than {self.tolerance}"
             return None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -316,7 +365,7 @@ def listening_addresses(port: int) -> list[str]:
                 address, hex_port = local.split(":")
                 if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
                     raw = bytes.fromhex(address)  # the kernel writes each 32-bit word in host (little-endian) order
-                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
                     found.append(str(ipaddress.ip_address(raw)))
     return found
 
@@ -324,8 +373,14 @@ def listening_addresses(port: int) -> list[str]:
 class Server:
     """``textrnn serve`` as a subprocess on 127.0.0.1 and a free port; its output goes to a log file."""
 
-    def __init__(self, model_dir: Path, log_path: Path, extra_args: tuple[str, ...] = (), start_timeout: float = 120,
-                 src: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 120,
+        src: str | os.PathLike | None = None,
+    ):
         self.model_dir, self.log_path, self.extra_args, self.start_timeout = model_dir, log_path, extra_args, start_timeout
         self.src = Path(src) if src else REPO / "src"  # the server's code: this checkout's, or another's
         self.proc: subprocess.Popen | None = None
@@ -341,8 +396,18 @@ class Server:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(self.src), os.environ.get("PYTHONPATH")]))}
         for attempt in range(3):  # the port is free when chosen; another process may take it before uvicorn binds
             self.port = free_port()
-            cmd = [sys.executable, "-m", "textrnn", "serve", str(self.model_dir), "--host", "127.0.0.1",
-                   "--port", str(self.port), *self.extra_args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "textrnn",
+                "serve",
+                str(self.model_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.extra_args,
+            ]
             self.log = open(self.log_path, "ab")
             start = self.log.tell()
             self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -384,13 +449,14 @@ class Outcome:
     kind: str
     seconds: float
     status: int | None = None
-    error: str | None = None      # transport error (dropped connection, timeout): the exception's name
-    wrong: str | None = None      # an answer that failed its check
-    texts: int = 0                # texts predicted (well-formed /predict and /explain)
+    error: str | None = None  # transport error (dropped connection, timeout): the exception's name
+    wrong: str | None = None  # an answer that failed its check
+    texts: int = 0  # texts predicted (well-formed /predict and /explain)
 
 
-async def _send(plan: list[Request], url: str, concurrency: int, deadline: float, expected: Expected,
-                request_timeout: float) -> tuple[list[Outcome], float]:
+async def _send(
+    plan: list[Request], url: str, concurrency: int, deadline: float, expected: Expected, request_timeout: float
+) -> tuple[list[Outcome], float]:
     import httpx
 
     outcomes: list[Outcome] = []
@@ -450,9 +516,14 @@ def _ms(values: list[float]) -> dict:
     if not values:
         return {"count": 0}
     a = np.asarray(values) * 1000
-    return {"count": len(values), "median_ms": round(float(np.median(a)), 3), "p90_ms": round(float(np.percentile(a, 90)), 3),
-            "p99_ms": round(float(np.percentile(a, 99)), 3), "max_ms": round(float(a.max()), 3),
-            "mean_ms": round(float(a.mean()), 3)}
+    return {
+        "count": len(values),
+        "median_ms": round(float(np.median(a)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "max_ms": round(float(a.max()), 3),
+        "mean_ms": round(float(a.mean()), 3),
+    }
 
 
 def summarize(outcomes: list[Outcome], planned: int, seconds: float) -> dict:
@@ -460,10 +531,13 @@ def summarize(outcomes: list[Outcome], planned: int, seconds: float) -> dict:
     per_kind = {}
     for kind in MIX:
         mine = [o for o in outcomes if o.kind == kind]
-        per_kind[kind] = {**_ms([o.seconds for o in mine if o.status is not None]),
-                          "expected_status": EXPECTED_STATUS[kind],
-                          "statuses": {str(s): sum(o.status == s for o in mine) for s in sorted({o.status for o in mine if o.status})},
-                          "wrong": sum(o.wrong is not None for o in mine), "transport_errors": sum(o.error is not None for o in mine)}
+        per_kind[kind] = {
+            **_ms([o.seconds for o in mine if o.status is not None]),
+            "expected_status": EXPECTED_STATUS[kind],
+            "statuses": {str(s): sum(o.status == s for o in mine) for s in sorted({o.status for o in mine if o.status})},
+            "wrong": sum(o.wrong is not None for o in mine),
+            "transport_errors": sum(o.error is not None for o in mine),
+        }
     for o in outcomes:
         if o.status is not None:
             statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
@@ -471,12 +545,17 @@ def summarize(outcomes: list[Outcome], planned: int, seconds: float) -> dict:
     well = [o for o in answered if o.kind in WELL_FORMED]
     errors = [o.error for o in outcomes if o.error]
     return {
-        "planned": planned, "sent": len(outcomes), "answered": len(answered), "not_sent": planned - len(outcomes),
-        "seconds": round(seconds, 3), "requests_per_second": round(len(answered) / seconds, 1) if seconds else None,
+        "planned": planned,
+        "sent": len(outcomes),
+        "answered": len(answered),
+        "not_sent": planned - len(outcomes),
+        "seconds": round(seconds, 3),
+        "requests_per_second": round(len(answered) / seconds, 1) if seconds else None,
         "texts_predicted_per_second": round(sum(o.texts for o in answered if o.status == 200) / seconds, 1) if seconds else None,
         "status_counts": statuses,
         "server_errors_5xx": sum(o.status >= 500 for o in answered),
-        "transport_errors": len(errors), "transport_error_types": sorted(set(errors)),
+        "transport_errors": len(errors),
+        "transport_error_types": sorted(set(errors)),
         "4xx_on_well_formed": sum(400 <= o.status < 500 for o in well),
         "4xx_on_malformed": sum(400 <= o.status < 500 for o in answered if o.kind not in WELL_FORMED),
         "malformed_sent": sum(o.kind not in WELL_FORMED for o in outcomes),
@@ -486,10 +565,22 @@ def summarize(outcomes: list[Outcome], planned: int, seconds: float) -> dict:
     }
 
 
-def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 32, warmup: int | None = None,
-        time_limit: float = 600, seed: int = 0, pool_size: int = 1000, rss_tolerance: float = 0.15,
-        rss_every: float = 0.5, request_timeout: float = 60, work_dir: str | os.PathLike | None = None,
-        progress=print, src: str | os.PathLike | None = None, expected: Expected | None = None) -> dict:
+def run(
+    model_dir: str | os.PathLike,
+    requests: int = 5000,
+    concurrency: int = 32,
+    warmup: int | None = None,
+    time_limit: float = 600,
+    seed: int = 0,
+    pool_size: int = 1000,
+    rss_tolerance: float = 0.15,
+    rss_every: float = 0.5,
+    request_timeout: float = 60,
+    work_dir: str | os.PathLike | None = None,
+    progress=print,
+    src: str | os.PathLike | None = None,
+    expected: Expected | None = None,
+) -> dict:
     """Start the server on ``model_dir``, warm it up, send ``requests`` at ``concurrency`` and check
     everything. Returns the results (``checks`` says what passed; ``passed`` is all of them).
     ``src``: where the server's code comes from (default: this checkout's src); ``expected``: the
@@ -520,8 +611,9 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
         warm_outcomes, warm_seconds = asyncio.run(_send(warm_plan, server.url, concurrency, deadline, expected, request_timeout))
         rss["after_warmup_kb"] = rss_kb(pid)
         cpu_before = {"server": cpu_seconds(pid), "client": time.process_time(), "machine": cpu_seconds()}
-        outcomes, seconds, during = asyncio.run(_timed(timed_plan, server.url, concurrency, deadline, expected,
-                                                       request_timeout, pid, rss_every))
+        outcomes, seconds, during = asyncio.run(
+            _timed(timed_plan, server.url, concurrency, deadline, expected, request_timeout, pid, rss_every)
+        )
         cpu_after = {"server": cpu_seconds(pid), "client": time.process_time(), "machine": cpu_seconds()}
         rss["after_kb"] = rss_kb(pid)
         time.sleep(1.0)
@@ -533,14 +625,21 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
     timed = summarize(outcomes, len(timed_plan), seconds)
     warm = summarize(warm_outcomes, len(warm_plan), warm_seconds)
     kbs = [s["kb"] for s in during if s["kb"]]
-    rss.update({"during_max_kb": max(kbs, default=None), "during_min_kb": min(kbs, default=None), "tolerance": rss_tolerance,
-                "growth_after_warmup": round(rss["after_kb"] / rss["after_warmup_kb"] - 1, 4)
-                if rss["after_kb"] and rss["after_warmup_kb"] else None,
-                # a leak grows with requests, as much in the second half as in the first; the
-                # allocator's settling-in slows down
-                "growth_first_half": round(kbs[len(kbs) // 2] / kbs[0] - 1, 4) if kbs else None,
-                "growth_second_half": round(rss["after_kb"] / kbs[len(kbs) // 2] - 1, 4) if kbs and rss["after_kb"] else None,
-                "samples_during": during})
+    rss.update(
+        {
+            "during_max_kb": max(kbs, default=None),
+            "during_min_kb": min(kbs, default=None),
+            "tolerance": rss_tolerance,
+            "growth_after_warmup": round(rss["after_kb"] / rss["after_warmup_kb"] - 1, 4)
+            if rss["after_kb"] and rss["after_warmup_kb"]
+            else None,
+            # a leak grows with requests, as much in the second half as in the first; the
+            # allocator's settling-in slows down
+            "growth_first_half": round(kbs[len(kbs) // 2] / kbs[0] - 1, 4) if kbs else None,
+            "growth_second_half": round(rss["after_kb"] / kbs[len(kbs) // 2] - 1, 4) if kbs and rss["after_kb"] else None,
+            "samples_during": during,
+        }
+    )
     checks = {
         "all_requests_sent_in_time": timed["not_sent"] == 0 and warm["not_sent"] == 0,
         "zero_5xx": timed["server_errors_5xx"] == 0 and warm["server_errors_5xx"] == 0,
@@ -553,22 +652,49 @@ def run(model_dir: str | os.PathLike, requests: int = 5000, concurrency: int = 3
         "no_traceback_in_server_log": "Traceback" not in log,
     }
     return {
-        "benchmark": "load", "date": dt.date.today().isoformat(),
-        "config": {"requests": requests, "concurrency": concurrency, "warmup_requests": warmup, "time_limit_s": time_limit,
-                   "request_timeout_s": request_timeout, "seed": seed, "text_pool": len(pool), "explainable_texts": len(explainable),
-                   "mix": MIX, "batch_texts": [8, 32], "tolerance": expected.tolerance, "precision": expected.precision,
-                   "rss_tolerance": rss_tolerance,
-                   "rss_sample_every_s": rss_every, "server": {"host": "127.0.0.1", "port": server.port, "src": str(server.src),
-                                                               "command": "python -m textrnn serve MODEL --host 127.0.0.1 --port PORT",
-                                                               "limits": limits, "runtime": info.get("runtime"),
-                                                               "listening_on": listening},
-                   "model": {"dir": str(model_dir), "labels": info.get("labels"), "vocab_size": info.get("vocab_size"),
-                             "config": info.get("config")},
-                   "client": "asyncio + httpx.AsyncClient, kept-alive connections, same machine, loopback only"},
-        "setup_seconds": round(setup_seconds, 2), "server_start_to_ready_s": round(server.start_seconds, 2),
+        "benchmark": "load",
+        "date": dt.date.today().isoformat(),
+        "config": {
+            "requests": requests,
+            "concurrency": concurrency,
+            "warmup_requests": warmup,
+            "time_limit_s": time_limit,
+            "request_timeout_s": request_timeout,
+            "seed": seed,
+            "text_pool": len(pool),
+            "explainable_texts": len(explainable),
+            "mix": MIX,
+            "batch_texts": [8, 32],
+            "tolerance": expected.tolerance,
+            "precision": expected.precision,
+            "rss_tolerance": rss_tolerance,
+            "rss_sample_every_s": rss_every,
+            "server": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "src": str(server.src),
+                "command": "python -m textrnn serve MODEL --host 127.0.0.1 --port PORT",
+                "limits": limits,
+                "runtime": info.get("runtime"),
+                "listening_on": listening,
+            },
+            "model": {
+                "dir": str(model_dir),
+                "labels": info.get("labels"),
+                "vocab_size": info.get("vocab_size"),
+                "config": info.get("config"),
+            },
+            "client": "asyncio + httpx.AsyncClient, kept-alive connections, same machine, loopback only",
+        },
+        "setup_seconds": round(setup_seconds, 2),
+        "server_start_to_ready_s": round(server.start_seconds, 2),
         "load_average_at_start": load_at_start,  # the machine's other work: the cores are shared
         "run_seconds": round(time.perf_counter() - t_started, 2),
-        "timed": timed, "warmup": warm, "rss": rss, "checks": checks, "passed": all(checks.values()),
+        "timed": timed,
+        "warmup": warm,
+        "rss": rss,
+        "checks": checks,
+        "passed": all(checks.values()),
         # the client shares the cores: requests/s is the pair's, and other work on the machine slows both
         "cpu_during_timed_run": cpu_use(cpu_before, cpu_after, len(outcomes), seconds),
         "server_batching": _batching_summary(batching),
@@ -581,8 +707,11 @@ def _batching_summary(batching: dict | None) -> dict | None:
     if not batching:
         return None
     forwards = batching.get("forwards") or 0
-    return {**batching, "texts_per_forward": round(batching["texts"] / forwards, 2) if forwards else None,
-            "requests_per_forward": round(batching["requests"] / forwards, 2) if forwards else None}
+    return {
+        **batching,
+        "texts_per_forward": round(batching["texts"] / forwards, 2) if forwards else None,
+        "requests_per_forward": round(batching["requests"] / forwards, 2) if forwards else None,
+    }
 
 
 def compare(before: dict, after: dict) -> dict:
@@ -590,22 +719,40 @@ def compare(before: dict, after: dict) -> dict:
     tb, ta = before["timed"], after["timed"]
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     return {
-        "requests_per_second": {"before": tb["requests_per_second"], "after": ta["requests_per_second"],
-                                "ratio": ratio(ta["requests_per_second"], tb["requests_per_second"])},
-        "texts_predicted_per_second": {"before": tb["texts_predicted_per_second"], "after": ta["texts_predicted_per_second"],
-                                       "ratio": ratio(ta["texts_predicted_per_second"], tb["texts_predicted_per_second"])},
-        "median_ms": {kind: {"before": tb["latency"][kind].get("median_ms"), "after": ta["latency"][kind].get("median_ms"),
-                             "speedup": ratio(tb["latency"][kind].get("median_ms"), ta["latency"][kind].get("median_ms"))}
-                      for kind in ("all", *WELL_FORMED)},
+        "requests_per_second": {
+            "before": tb["requests_per_second"],
+            "after": ta["requests_per_second"],
+            "ratio": ratio(ta["requests_per_second"], tb["requests_per_second"]),
+        },
+        "texts_predicted_per_second": {
+            "before": tb["texts_predicted_per_second"],
+            "after": ta["texts_predicted_per_second"],
+            "ratio": ratio(ta["texts_predicted_per_second"], tb["texts_predicted_per_second"]),
+        },
+        "median_ms": {
+            kind: {
+                "before": tb["latency"][kind].get("median_ms"),
+                "after": ta["latency"][kind].get("median_ms"),
+                "speedup": ratio(tb["latency"][kind].get("median_ms"), ta["latency"][kind].get("median_ms")),
+            }
+            for kind in ("all", *WELL_FORMED)
+        },
         "p99_ms": {"before": tb["latency"]["all"].get("p99_ms"), "after": ta["latency"]["all"].get("p99_ms")},
-        "rss_growth_after_warmup": {"before": before["rss"]["growth_after_warmup"], "after": after["rss"]["growth_after_warmup"],
-                                    "limit": after["rss"]["tolerance"]},
-        "rss_after_mb": {"before": round(before["rss"]["after_kb"] / 1024, 1) if before["rss"]["after_kb"] else None,
-                         "after": round(after["rss"]["after_kb"] / 1024, 1) if after["rss"]["after_kb"] else None},
-        "server_cpu_ms_per_request": {k: r.get("cpu_during_timed_run", {}).get("server_cpu_ms_per_request")
-                                      for k, r in (("before", before), ("after", after))},
-        "other_processes_cores_busy": {k: r.get("cpu_during_timed_run", {}).get("other_processes_cores_busy")
-                                       for k, r in (("before", before), ("after", after))},
+        "rss_growth_after_warmup": {
+            "before": before["rss"]["growth_after_warmup"],
+            "after": after["rss"]["growth_after_warmup"],
+            "limit": after["rss"]["tolerance"],
+        },
+        "rss_after_mb": {
+            "before": round(before["rss"]["after_kb"] / 1024, 1) if before["rss"]["after_kb"] else None,
+            "after": round(after["rss"]["after_kb"] / 1024, 1) if after["rss"]["after_kb"] else None,
+        },
+        "server_cpu_ms_per_request": {
+            k: r.get("cpu_during_timed_run", {}).get("server_cpu_ms_per_request") for k, r in (("before", before), ("after", after))
+        },
+        "other_processes_cores_busy": {
+            k: r.get("cpu_during_timed_run", {}).get("other_processes_cores_busy") for k, r in (("before", before), ("after", after))
+        },
         "passed": {"before": before["passed"], "after": after["passed"]},
     }
 
@@ -626,36 +773,52 @@ def environment() -> dict:
     for pkg in ("textrnn", "torch", "numpy", "fastapi", "starlette", "uvicorn", "h11", "httptools", "uvloop", "pydantic", "httpx"):
         with contextlib.suppress(PackageNotFoundError):
             versions[pkg] = version(pkg)
-    return {"cpu": cpu, "cpu_flags": {f: f in flags for f in CPU_FLAGS}, "cpu_count": os.cpu_count(),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()], "platform": platform.platform(),
-            "python": platform.python_version(), **versions}
+    return {
+        "cpu": cpu,
+        "cpu_flags": {f: f in flags for f in CPU_FLAGS},
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **versions,
+    }
 
 
 def print_summary(result: dict) -> None:
     t, rss = result["timed"], result["rss"]
     c = result["config"]
-    print(f"\n{t['answered']:,} of {t['planned']:,} requests answered at concurrency {c['concurrency']} in {t['seconds']:.1f} s: "
-          f"{t['requests_per_second']:.1f} requests/s  (after {c['warmup_requests']} warm-up requests)")
+    print(
+        f"\n{t['answered']:,} of {t['planned']:,} requests answered at concurrency {c['concurrency']} in {t['seconds']:.1f} s: "
+        f"{t['requests_per_second']:.1f} requests/s  (after {c['warmup_requests']} warm-up requests)"
+    )
     print(f"{'kind':<15}{'count':>7}  {'statuses':<30}{'median ms':>10}{'p99 ms':>9}{'wrong':>7}")
     for kind in ("all", *MIX):
         row = t["latency"][kind]
         statuses = " ".join(f"{s}:{n}" for s, n in sorted(row.get("statuses", t["status_counts"]).items()))
-        print(f"{kind:<15}{row['count']:>7}  {statuses:<30}{row.get('median_ms', 0):>10.1f}{row.get('p99_ms', 0):>9.1f}"
-              f"{row.get('wrong', t['wrong_answers']):>7}")
-    print(f"5xx: {t['server_errors_5xx']}   transport errors: {t['transport_errors']}   4xx on well-formed: "
-          f"{t['4xx_on_well_formed']}   4xx on malformed: {t['4xx_on_malformed']} of {t['malformed_sent']}")
+        print(
+            f"{kind:<15}{row['count']:>7}  {statuses:<30}{row.get('median_ms', 0):>10.1f}{row.get('p99_ms', 0):>9.1f}"
+            f"{row.get('wrong', t['wrong_answers']):>7}"
+        )
+    print(
+        f"5xx: {t['server_errors_5xx']}   transport errors: {t['transport_errors']}   4xx on well-formed: "
+        f"{t['4xx_on_well_formed']}   4xx on malformed: {t['4xx_on_malformed']} of {t['malformed_sent']}"
+    )
     mb = lambda kb: f"{kb / 1024:.1f}" if kb else "?"  # noqa: E731
-    print(f"server RSS (MB): before {mb(rss['before_kb'])}, after warm-up {mb(rss['after_warmup_kb'])}, during "
-          f"{mb(rss['during_min_kb'])}-{mb(rss['during_max_kb'])} ({len(rss['samples_during'])} samples), after "
-          f"{mb(rss['after_kb'])}, 1 s later {mb(rss['after_idle_1s_kb'])}; growth after warm-up "
-          f"{rss['growth_after_warmup']:+.1%} (limit {rss['tolerance']:.0%}; first half of the run "
-          f"{rss['growth_first_half']:+.1%}, second half {rss['growth_second_half']:+.1%})")
+    print(
+        f"server RSS (MB): before {mb(rss['before_kb'])}, after warm-up {mb(rss['after_warmup_kb'])}, during "
+        f"{mb(rss['during_min_kb'])}-{mb(rss['during_max_kb'])} ({len(rss['samples_during'])} samples), after "
+        f"{mb(rss['after_kb'])}, 1 s later {mb(rss['after_idle_1s_kb'])}; growth after warm-up "
+        f"{rss['growth_after_warmup']:+.1%} (limit {rss['tolerance']:.0%}; first half of the run "
+        f"{rss['growth_first_half']:+.1%}, second half {rss['growth_second_half']:+.1%})"
+    )
     cpu = result.get("cpu_during_timed_run") or {}
     if cpu:
-        print(f"CPU during the timed run (cores busy on average): server {cpu.get('server_cores_busy')}, client "
-              f"{cpu.get('client_cores_busy')}, other processes {cpu.get('other_processes_cores_busy')} of "
-              f"{os.cpu_count()}; server {cpu.get('server_cpu_ms_per_request')} ms per request, client "
-              f"{cpu.get('client_cpu_ms_per_request')} ms")
+        print(
+            f"CPU during the timed run (cores busy on average): server {cpu.get('server_cores_busy')}, client "
+            f"{cpu.get('client_cores_busy')}, other processes {cpu.get('other_processes_cores_busy')} of "
+            f"{os.cpu_count()}; server {cpu.get('server_cpu_ms_per_request')} ms per request, client "
+            f"{cpu.get('client_cpu_ms_per_request')} ms"
+        )
     for name, ok in result["checks"].items():
         print(f"  [{'ok' if ok else 'FAIL'}] {name}")
     for example in t["wrong_examples"]:
@@ -671,8 +834,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=600, help="hard limit in seconds for all requests (default: 600)")
     p.add_argument("--rss-tolerance", type=float, default=0.15, help="allowed RSS growth after the warm-up (default: 0.15)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline-src", metavar="DIR", help="first run the server from this src folder (another checkout's), "
-                                                          "then from this one, and record both and their ratios")
+    p.add_argument(
+        "--baseline-src",
+        metavar="DIR",
+        help="first run the server from this src folder (another checkout's), then from this one, and record both and their ratios",
+    )
     p.add_argument("--output", metavar="FILE", help="results file (default: benchmarks/results/load-<date>.json)")
     args = p.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1:
@@ -692,9 +858,18 @@ def main(argv: list[str] | None = None) -> int:
         for label, src in ((("before", args.baseline_src),) if args.baseline_src else ()) + (("after", None),):
             if args.baseline_src:
                 print(f"\n=== {label}: server code from {src or REPO / 'src'}", flush=True)
-            runs[label] = run(model_dir, args.requests, args.concurrency, args.warmup, args.time_limit, args.seed,
-                              rss_tolerance=args.rss_tolerance, work_dir=tmp, src=src,
-                              expected=expected)
+            runs[label] = run(
+                model_dir,
+                args.requests,
+                args.concurrency,
+                args.warmup,
+                args.time_limit,
+                args.seed,
+                rss_tolerance=args.rss_tolerance,
+                work_dir=tmp,
+                src=src,
+                expected=expected,
+            )
     machine = environment()
     for r in runs.values():
         r["config"]["model"]["trained_here_seconds"] = trained
@@ -702,9 +877,15 @@ def main(argv: list[str] | None = None) -> int:
             r["config"]["model"]["dir"] = "(generated in a temporary folder: benchmarks/load.py train_model)"
         r["machine"] = machine
     if args.baseline_src:
-        result = {"benchmark": "load", "date": runs["after"]["date"], "machine": machine,
-                  "comparison": compare(runs["before"], runs["after"]), "before": runs["before"], "after": runs["after"],
-                  "passed": runs["after"]["passed"]}
+        result = {
+            "benchmark": "load",
+            "date": runs["after"]["date"],
+            "machine": machine,
+            "comparison": compare(runs["before"], runs["after"]),
+            "before": runs["before"],
+            "after": runs["after"],
+            "passed": runs["after"]["passed"],
+        }
     else:
         result = runs["after"]
     out = Path(args.output) if args.output else HERE / "results" / f"load-{result['date']}.json"
@@ -716,9 +897,11 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(r)
     if args.baseline_src:
         c = result["comparison"]
-        print(f"\nafter / before: {c['requests_per_second']['ratio']}x requests/s ({c['requests_per_second']['before']} -> "
-              f"{c['requests_per_second']['after']}), median {c['median_ms']['all']['before']} -> {c['median_ms']['all']['after']} ms; "
-              f"RSS growth after warm-up {c['rss_growth_after_warmup']['before']:+.1%} -> {c['rss_growth_after_warmup']['after']:+.1%}")
+        print(
+            f"\nafter / before: {c['requests_per_second']['ratio']}x requests/s ({c['requests_per_second']['before']} -> "
+            f"{c['requests_per_second']['after']}), median {c['median_ms']['all']['before']} -> {c['median_ms']['all']['after']} ms; "
+            f"RSS growth after warm-up {c['rss_growth_after_warmup']['before']:+.1%} -> {c['rss_growth_after_warmup']['after']:+.1%}"
+        )
     print(f"\nwrote {out}")
     return 0 if result["passed"] else 1
 

@@ -30,8 +30,15 @@ REPO = HERE.parent
 
 JOBS = {
     "default": ["train"],
-    "compare": ["compare", "--recipe", str(REPO / "configs" / "seed.toml"), "--recipe", str(REPO / "configs" / "imdb_fast.toml"),
-                "--recipe", str(REPO / "configs" / "imdb_best.toml")],
+    "compare": [
+        "compare",
+        "--recipe",
+        str(REPO / "configs" / "seed.toml"),
+        "--recipe",
+        str(REPO / "configs" / "imdb_fast.toml"),
+        "--recipe",
+        str(REPO / "configs" / "imdb_best.toml"),
+    ],
 }
 
 
@@ -50,16 +57,31 @@ def run_job(name: str, out_dir: Path, env: dict) -> dict:
         rows = {}
         for model in result["models"]:
             m = json.loads((out_dir / name / model / "metrics.json").read_text())
-            rows[model] = {"test_accuracy": m["test_accuracy"], "validation_accuracy": m["validation"]["accuracy"],
-                           "fit_seconds": m["timings"]["fit_seconds"], "total_seconds": m["timings"]["total_seconds"],
-                           "epochs": len(m["history"]), "parameters": m["parameters"], "config": m["config"]}
+            rows[model] = {
+                "test_accuracy": m["test_accuracy"],
+                "validation_accuracy": m["validation"]["accuracy"],
+                "fit_seconds": m["timings"]["fit_seconds"],
+                "total_seconds": m["timings"]["total_seconds"],
+                "epochs": len(m["history"]),
+                "parameters": m["parameters"],
+                "config": m["config"],
+            }
         return {"wall_seconds": wall, "models": rows, "environment": result["environment"], "peak_rss_mb_max_child": rss}
     m = json.loads((out_dir / name / "metrics.json").read_text())
-    return {"test_accuracy": m["test_accuracy"], "validation_accuracy": m["validation"]["accuracy"],
-            "test": {k: m["test"][k] for k in ("loss", "accuracy", "f1_macro", "roc_auc")},
-            "wall_seconds": wall, "timings": m["timings"], "history": m["history"], "parameters": m["parameters"],
-            "vocab_size": m["vocab_size"], "seed": m["config"]["train"]["seed"], "config": m["config"],
-            "environment": m["environment"], "peak_rss_mb_max_child": rss}
+    return {
+        "test_accuracy": m["test_accuracy"],
+        "validation_accuracy": m["validation"]["accuracy"],
+        "test": {k: m["test"][k] for k in ("loss", "accuracy", "f1_macro", "roc_auc")},
+        "wall_seconds": wall,
+        "timings": m["timings"],
+        "history": m["history"],
+        "parameters": m["parameters"],
+        "vocab_size": m["vocab_size"],
+        "seed": m["config"]["train"]["seed"],
+        "config": m["config"],
+        "environment": m["environment"],
+        "peak_rss_mb_max_child": rss,
+    }
 
 
 def main(argv=None) -> int:
@@ -80,8 +102,11 @@ def main(argv=None) -> int:
             result["test_accuracy"] = result.get("default", {}).get("test_accuracy")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=2))
-    summary = {k: (v.get("test_accuracy"), round(v["wall_seconds"], 1)) for k, v in result.items()
-               if isinstance(v, dict) and "wall_seconds" in v and k != "compare"}
+    summary = {
+        k: (v.get("test_accuracy"), round(v["wall_seconds"], 1))
+        for k, v in result.items()
+        if isinstance(v, dict) and "wall_seconds" in v and k != "compare"
+    }
     if "compare" in result:
         summary.update({f"compare.{k}": (v["test_accuracy"], round(v["fit_seconds"], 1)) for k, v in result["compare"]["models"].items()})
     print(json.dumps(summary, indent=2))

@@ -33,8 +33,19 @@ def run(recipe: str, precision: str, imdb: str, cache: str) -> dict:
     config = REPO / "configs" / f"{recipe}.toml"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TEXTRNN_IMDB": imdb, "TEXTRNN_CACHE_DIR": cache, "PYTHONPATH": str(REPO / "src")}
-        argv = [sys.executable, "-m", "textrnn", "train", "--test", "none", "--output", str(Path(tmp) / "run"),
-                "--quiet", "--set", f"runtime.precision={precision}"]
+        argv = [
+            sys.executable,
+            "-m",
+            "textrnn",
+            "train",
+            "--test",
+            "none",
+            "--output",
+            str(Path(tmp) / "run"),
+            "--quiet",
+            "--set",
+            f"runtime.precision={precision}",
+        ]
         if config.exists():
             argv += ["--config", str(config)]
         print("+", " ".join(argv[1:]), flush=True)
@@ -44,12 +55,17 @@ def run(recipe: str, precision: str, imdb: str, cache: str) -> dict:
         m = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
     history = m["history"]
     best = next((h for h in history if h.get("best")), history[-1])
-    return {"recipe": recipe, "precision": precision,
-            "val_accuracy_by_epoch": [h["val_accuracy"] for h in history],
-            "val_accuracy_kept": best["val_accuracy"], "kept_epoch": best["epoch"],
-            "train_tokens_per_s": statistics.median(h["tokens_per_s"] for h in history),
-            "epoch_seconds": statistics.median(h["seconds"] for h in history),
-            "config": m["config"], "environment": m.get("environment")}
+    return {
+        "recipe": recipe,
+        "precision": precision,
+        "val_accuracy_by_epoch": [h["val_accuracy"] for h in history],
+        "val_accuracy_kept": best["val_accuracy"],
+        "kept_epoch": best["epoch"],
+        "train_tokens_per_s": statistics.median(h["tokens_per_s"] for h in history),
+        "epoch_seconds": statistics.median(h["seconds"] for h in history),
+        "config": m["config"],
+        "environment": m.get("environment"),
+    }
 
 
 def main(argv=None) -> int:
@@ -61,9 +77,12 @@ def main(argv=None) -> int:
     import torch
 
     date = dt.date.today().isoformat()
-    result = {"date": date, "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                                        "cpus": os.cpu_count()},
-              "versions": {"python": platform.python_version(), "torch": torch.__version__}, "recipes": {}}
+    result = {
+        "date": date,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "recipes": {},
+    }
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for recipe in args.recipes.split(","):
@@ -72,16 +91,22 @@ def main(argv=None) -> int:
             result["recipes"][recipe] = {
                 "runs": runs,
                 "val_accuracy_delta": b16["val_accuracy_kept"] - f32["val_accuracy_kept"],
-                "speedup": b16["train_tokens_per_s"] / f32["train_tokens_per_s"]}
-            rows.append(f"| {recipe} | {f32['val_accuracy_kept']:.4f} | {b16['val_accuracy_kept']:.4f} | "
-                        f"{f32['train_tokens_per_s']:,.0f} | {b16['train_tokens_per_s']:,.0f} | "
-                        f"{result['recipes'][recipe]['speedup']:.2f}x |")
+                "speedup": b16["train_tokens_per_s"] / f32["train_tokens_per_s"],
+            }
+            rows.append(
+                f"| {recipe} | {f32['val_accuracy_kept']:.4f} | {b16['val_accuracy_kept']:.4f} | "
+                f"{f32['train_tokens_per_s']:,.0f} | {b16['train_tokens_per_s']:,.0f} | "
+                f"{result['recipes'][recipe]['speedup']:.2f}x |"
+            )
             print(rows[-1], flush=True)
     path = Path(args.out) / f"precision-{date}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
-    table = ["| recipe | val acc float32 | val acc bfloat16 | tokens/s float32 | tokens/s bfloat16 | speed-up |",
-             "|---|---|---|---|---|---|", *rows]
+    table = [
+        "| recipe | val acc float32 | val acc bfloat16 | tokens/s float32 | tokens/s bfloat16 | speed-up |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
     path.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return 0

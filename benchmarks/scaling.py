@@ -45,15 +45,43 @@ def free_port() -> int:
 
 
 def torchrun(n: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--master-addr", "127.0.0.1",
-            "--master-port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(n),
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+    ]
 
 
 def train(name: str, processes: int, batch_size: int, args, workdir: Path, env: dict) -> dict:
     out = workdir / name
-    cli = ["train", "--train", "imdb:train", "--limit", str(args.limit), "--test", "none", "-o", str(out), "--quiet",
-           "--set", f"train.epochs={args.epochs}", "--set", f"train.batch_size={batch_size}",
-           "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none", "--set", f"train.seed={args.seed}"]
+    cli = [
+        "train",
+        "--train",
+        "imdb:train",
+        "--limit",
+        str(args.limit),
+        "--test",
+        "none",
+        "-o",
+        str(out),
+        "--quiet",
+        "--set",
+        f"train.epochs={args.epochs}",
+        "--set",
+        f"train.batch_size={batch_size}",
+        "--set",
+        "runtime.num_threads=1",
+        "--set",
+        "train.early_stopping_patience=none",
+        "--set",
+        f"train.seed={args.seed}",
+    ]
     cmd = (torchrun(processes) + ["-m", "textrnn"] if processes > 1 else [sys.executable, "-m", "textrnn"]) + cli
     print("+", name, " ".join(cmd[1:]), flush=True)
     t = time.perf_counter()
@@ -61,14 +89,26 @@ def train(name: str, processes: int, batch_size: int, args, workdir: Path, env: 
     wall = time.perf_counter() - t
     m = json.loads((out / "metrics.json").read_text())
     epochs = m["history"]
-    row = {"processes": processes, "batch_size_per_process": batch_size, "global_batch_size": batch_size * processes,
-           "train_texts": m["data"]["train"], "tokens_per_s": [e["tokens_per_s"] for e in epochs],
-           "epoch_seconds": [e["seconds"] for e in epochs], "val_accuracy": [e.get("val_accuracy") for e in epochs],
-           "fit_seconds": m["timings"]["fit_seconds"], "wall_seconds": wall, "distributed": m.get("distributed"),
-           "parameters": m["parameters"], "steps_per_epoch_per_process": -(-(-(-m["data"]["train"] // batch_size)) // processes)}
+    row = {
+        "processes": processes,
+        "batch_size_per_process": batch_size,
+        "global_batch_size": batch_size * processes,
+        "train_texts": m["data"]["train"],
+        "tokens_per_s": [e["tokens_per_s"] for e in epochs],
+        "epoch_seconds": [e["seconds"] for e in epochs],
+        "val_accuracy": [e.get("val_accuracy") for e in epochs],
+        "fit_seconds": m["timings"]["fit_seconds"],
+        "wall_seconds": wall,
+        "distributed": m.get("distributed"),
+        "parameters": m["parameters"],
+        "steps_per_epoch_per_process": -(-(-(-m["data"]["train"] // batch_size)) // processes),
+    }
     row["median_tokens_per_s"] = sorted(row["tokens_per_s"])[len(epochs) // 2]
-    print(f"  {row['median_tokens_per_s']:,.0f} tokens/s, epoch {row['epoch_seconds'][0]:.1f}s, "
-          f"val accuracy {row['val_accuracy'][-1]:.3f}, wall {wall:.0f}s", flush=True)
+    print(
+        f"  {row['median_tokens_per_s']:,.0f} tokens/s, epoch {row['epoch_seconds'][0]:.1f}s, "
+        f"val accuracy {row['val_accuracy'][-1]:.3f}, wall {wall:.0f}s",
+        flush=True,
+    )
     return row
 
 
@@ -91,16 +131,24 @@ def allreduce_worker(numel: int, out: str) -> None:
         times.append(time.perf_counter() - s)
     times.sort()
     if dist.get_rank() == 0:
-        Path(out).write_text(json.dumps({"numel": numel, "megabytes": numel * 4 / 1e6,
-                                         "median_ms": 1000 * times[len(times) // 2], "min_ms": 1000 * times[0]}))
+        Path(out).write_text(
+            json.dumps(
+                {"numel": numel, "megabytes": numel * 4 / 1e6, "median_ms": 1000 * times[len(times) // 2], "min_ms": 1000 * times[0]}
+            )
+        )
     dist.destroy_process_group()
 
 
 def allreduce(numel: int, env: dict) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    subprocess.run(torchrun(2) + [str(Path(__file__).resolve()), "--allreduce-worker", str(numel), out],
-                   check=True, env=env, stdout=subprocess.DEVNULL, timeout=600)
+    subprocess.run(
+        torchrun(2) + [str(Path(__file__).resolve()), "--allreduce-worker", str(numel), out],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        timeout=600,
+    )
     return json.loads(Path(out).read_text())
 
 
@@ -128,11 +176,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="textrnn-scaling-") as tmp:
         work = Path(tmp)
         env.setdefault("TEXTRNN_CACHE_DIR", str(work / "cache"))  # a cold cache unless one is given
-        result = {"benchmark": "scaling", "date": dt.date.today().isoformat(), "environment": environment(),
-                  "settings": {"data": f"imdb:train, --limit {args.limit} (seed {args.seed}), 10% validation",
-                               "epochs": args.epochs, "threads_per_process": 1, "backend": "gloo", "device": "cpu",
-                               "config": "textrnn defaults (BiLSTM 64, embedding 64, vocabulary 30,000, max_length 400)"},
-                  "runs": {}}
+        result = {
+            "benchmark": "scaling",
+            "date": dt.date.today().isoformat(),
+            "environment": environment(),
+            "settings": {
+                "data": f"imdb:train, --limit {args.limit} (seed {args.seed}), 10% validation",
+                "epochs": args.epochs,
+                "threads_per_process": 1,
+                "backend": "gloo",
+                "device": "cpu",
+                "config": "textrnn defaults (BiLSTM 64, embedding 64, vocabulary 30,000, max_length 400)",
+            },
+            "runs": {},
+        }
         # the first run also parses IMDB and tokenizes (not in its tokens/s); the order is fixed
         result["runs"]["one_b64"] = train("one_b64", 1, 64, args, work, env)
         result["runs"]["two_b64"] = train("two_b64", 2, 64, args, work, env)
@@ -143,8 +200,11 @@ def main() -> None:
     one, two, same_batch = r["one_b64"]["median_tokens_per_s"], r["two_b64"]["median_tokens_per_s"], r["one_b128"]["median_tokens_per_s"]
     steps_two = r["two_b64"]["epoch_seconds"][0] / r["two_b64"]["steps_per_epoch_per_process"]
     result["summary"] = {
-        "tokens_per_s_1_process_b64": one, "tokens_per_s_2_processes_b64": two, "tokens_per_s_1_process_b128": same_batch,
-        "speedup_2_vs_1": two / one, "scaling_efficiency_2_vs_1": two / (2 * one),
+        "tokens_per_s_1_process_b64": one,
+        "tokens_per_s_2_processes_b64": two,
+        "tokens_per_s_1_process_b128": same_batch,
+        "speedup_2_vs_1": two / one,
+        "scaling_efficiency_2_vs_1": two / (2 * one),
         "speedup_2_vs_1_same_global_batch": two / same_batch,
         "seconds_per_step_2_processes": steps_two,
         "allreduce_share_of_step": result["allreduce"]["median_ms"] / 1000 / steps_two,
@@ -155,10 +215,14 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     s = result["summary"]
-    print(f"1 process: {one:,.0f} tokens/s; 2 processes: {two:,.0f} tokens/s (speedup {s['speedup_2_vs_1']:.2f}x, "
-          f"efficiency {s['scaling_efficiency_2_vs_1']:.0%}); 1 process at batch 128: {same_batch:,.0f} tokens/s")
-    print(f"all-reduce of {result['allreduce']['megabytes']:.1f} MB: {result['allreduce']['median_ms']:.1f} ms "
-          f"({s['allreduce_share_of_step']:.1%} of a {s['seconds_per_step_2_processes']:.2f}s step)")
+    print(
+        f"1 process: {one:,.0f} tokens/s; 2 processes: {two:,.0f} tokens/s (speedup {s['speedup_2_vs_1']:.2f}x, "
+        f"efficiency {s['scaling_efficiency_2_vs_1']:.0%}); 1 process at batch 128: {same_batch:,.0f} tokens/s"
+    )
+    print(
+        f"all-reduce of {result['allreduce']['megabytes']:.1f} MB: {result['allreduce']['median_ms']:.1f} ms "
+        f"({s['allreduce_share_of_step']:.1%} of a {s['seconds_per_step_2_processes']:.2f}s step)"
+    )
     print(f"wrote {out}")
 
 

@@ -56,9 +56,15 @@ def side_prep(imdb: str, cache: str) -> dict:
     x_tr = tr.encode(vocab, cfg.max_length, cfg.truncating, cfg.head_fraction)
     x_te = te.encode(vocab, cfg.max_length, cfg.truncating, cfg.head_fraction)
     total = time.perf_counter() - t0
-    return {"import_seconds": t_import, "load_seconds": t_load, "tokenize_seconds": t_tok,
-            "vocab_encode_seconds": total - t_load - t_tok, "prep_seconds": total,
-            "reviews": len(x_tr) + len(x_te), "real_tokens": int(sum(len(x) for x in x_tr) + sum(len(x) for x in x_te))}
+    return {
+        "import_seconds": t_import,
+        "load_seconds": t_load,
+        "tokenize_seconds": t_tok,
+        "vocab_encode_seconds": total - t_load - t_tok,
+        "prep_seconds": total,
+        "reviews": len(x_tr) + len(x_te),
+        "real_tokens": int(sum(len(x) for x in x_tr) + sum(len(x) for x in x_te)),
+    }
 
 
 def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed: int, target: float) -> dict:
@@ -66,11 +72,10 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
     epoch (reported, never used to choose anything), prediction throughput and latency."""
     os.environ["TEXTRNN_CACHE_DIR"] = cache
     start = time.perf_counter()
-    import textrnn  # first: it sets the OpenMP spin default before torch loads
-
     import numpy as np
     import torch
 
+    import textrnn  # first: it sets the OpenMP spin default before torch loads
     from textrnn.datasets import load_imdb, train_validation_split
     from textrnn.inference import predict_logits
     from textrnn.runtime import compute_dtype, device_of
@@ -92,9 +97,16 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
         logits = predict_logits(clf.model_, test_x, 512, config.runtime.precision)
         acc = float(((logits[:, 0] > 0).astype(int) == y).mean())
         eval_time += time.perf_counter() - t
-        epochs_out.append({"epoch": row["epoch"], "epoch_seconds": row["seconds"], "train_tokens_per_s": row["tokens_per_s"],
-                           "val_accuracy": row.get("val_accuracy"), "test_accuracy": acc,
-                           "wall_seconds_since_start_excl_eval": time.perf_counter() - start - eval_time})
+        epochs_out.append(
+            {
+                "epoch": row["epoch"],
+                "epoch_seconds": row["seconds"],
+                "train_tokens_per_s": row["tokens_per_s"],
+                "val_accuracy": row.get("val_accuracy"),
+                "test_accuracy": acc,
+                "wall_seconds_since_start_excl_eval": time.perf_counter() - start - eval_time,
+            }
+        )
 
     clf.fit(tr.texts, tr.labels, validation_data=(val.texts, val.labels), progress=False, on_epoch_end=on_epoch_end)
     reached = next((e["wall_seconds_since_start_excl_eval"] for e in epochs_out if e["test_accuracy"] >= target), None)
@@ -117,18 +129,28 @@ def side_train(imdb: str, cache: str, config_path: str | None, epochs: int, seed
         clf.predict_proba([review])
         lat.append((time.perf_counter() - t) * 1000)
     m = config.model
-    return {"config": config.to_dict(), "epochs": epochs_out,
-            "best_test_accuracy": max(e["test_accuracy"] for e in epochs_out),
-            "seconds_to_target": reached, "target_accuracy": target,
-            "train_tokens_per_s": float(np.median([e["train_tokens_per_s"] for e in epochs_out])),
-            "epoch_seconds": float(np.median([e["epoch_seconds"] for e in epochs_out])),
-            "predict_reviews_per_s": len(test_x) / predict_seconds, "predict_raw_text_reviews_per_s": raw_rps,
-            "latency_ms": {"median": float(np.median(lat)), "p99": float(np.percentile(lat, 99)), "calls": 1000,
-                           "review_tokens": int(np.median(lengths))},
-            "recurrent_flops_per_token": recurrent_flops_per_token(m),
-            "parameters": sum(p.numel() for p in clf.model_.parameters()),
-            "compute_dtype": str(compute_dtype(device_of(clf.model_), config.runtime.precision)),
-            "torch_threads": torch.get_num_threads(), "peak_rss_mb": _rss_mb()}
+    return {
+        "config": config.to_dict(),
+        "epochs": epochs_out,
+        "best_test_accuracy": max(e["test_accuracy"] for e in epochs_out),
+        "seconds_to_target": reached,
+        "target_accuracy": target,
+        "train_tokens_per_s": float(np.median([e["train_tokens_per_s"] for e in epochs_out])),
+        "epoch_seconds": float(np.median([e["epoch_seconds"] for e in epochs_out])),
+        "predict_reviews_per_s": len(test_x) / predict_seconds,
+        "predict_raw_text_reviews_per_s": raw_rps,
+        "latency_ms": {
+            "median": float(np.median(lat)),
+            "p99": float(np.percentile(lat, 99)),
+            "calls": 1000,
+            "review_tokens": int(np.median(lengths)),
+        },
+        "recurrent_flops_per_token": recurrent_flops_per_token(m),
+        "parameters": sum(p.numel() for p in clf.model_.parameters()),
+        "compute_dtype": str(compute_dtype(device_of(clf.model_), config.runtime.precision)),
+        "torch_threads": torch.get_num_threads(),
+        "peak_rss_mb": _rss_mb(),
+    }
 
 
 def recurrent_flops_per_token(m) -> float:
@@ -148,8 +170,9 @@ def recurrent_flops_per_token(m) -> float:
 def side_matmul() -> dict:
     """The matrix-multiply peak of the device the training sides use (the CPU, or the GPU that
     runtime.device "auto" picks): fp32, the precision textrnn trains in (TF32 off on a GPU)."""
-    import textrnn  # noqa: F401  (same OpenMP settings as the training sides)
     import torch
+
+    import textrnn  # noqa: F401  (same OpenMP settings as the training sides)
 
     cuda = torch.cuda.is_available()
     n = 8192 if cuda else 2048
@@ -167,15 +190,25 @@ def side_matmul() -> dict:
         sync()
         runs.append(time.perf_counter() - t)
     runs.sort()
-    return {"gflops": 2 * n**3 / runs[len(runs) // 2] / 1e9, "size": n, "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if cuda else "cpu", "dtype": "float32"}
+    return {
+        "gflops": 2 * n**3 / runs[len(runs) // 2] / 1e9,
+        "size": n,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "dtype": "float32",
+    }
 
 
 # The CPU profiles: the machine as it is, and as an AVX2 CPU without bfloat16 (most laptops) would
 # run, by textrnn's TEXTRNN_CPU=avx2 switch; the peer gets the same caps (its oneDNN and MKL read
 # the same variables), so each profile compares the two on the same instruction set.
-AVX2_ENV = {"TEXTRNN_CPU": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
-            "MKL_ENABLE_INSTRUCTIONS": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "1"}
+AVX2_ENV = {
+    "TEXTRNN_CPU": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "TF_ENABLE_ONEDNN_OPTS": "1",
+}
 PROFILES = {"as_is": {}, "no_bf16": AVX2_ENV}
 
 
@@ -208,20 +241,55 @@ def table(r: dict) -> str:
         return "-" if v is None else fmt.format(v)
 
     rows = [
-        ("training tokens/s (median epoch)", f(peer and peer["train_tokens_per_s"]), f(seed["train_tokens_per_s"]), f(dflt["train_tokens_per_s"])),
-        ("seconds per epoch", f(peer and peer["epoch_seconds"], "{:.1f}"), f(seed["epoch_seconds"], "{:.1f}"), f(dflt["epoch_seconds"], "{:.1f}")),
-        ("test accuracy per epoch", peer and ", ".join(f"{e['test_accuracy']:.3f}" for e in peer["epochs"]) or "-",
-         ", ".join(f"{e['test_accuracy']:.3f}" for e in seed["epochs"]), ", ".join(f"{e['test_accuracy']:.3f}" for e in dflt["epochs"])),
-        (f"seconds to {r['target_accuracy']:.0%} test accuracy (incl. prep)", f(peer and peer.get("seconds_to_target"), "{:.0f}"),
-         f(seed["seconds_to_target"], "{:.0f}"), f(dflt["seconds_to_target"], "{:.0f}")),
-        ("data prep, cold / warm (s)", peer and f"{peer['prep_seconds_cold']:.1f} / {peer['prep_seconds_warm']:.1f}" or "-",
-         f"{r['textrnn_prep_cold']['prep_seconds']:.1f} / {r['textrnn_prep_warm']['prep_seconds']:.1f}", "same"),
-        ("prediction, reviews/s at batch 512", f(peer and peer["predict_reviews_per_s"]), f(seed["predict_reviews_per_s"]), f(dflt["predict_reviews_per_s"])),
-        ("single review latency p50 / p99 (ms)", peer and f"{peer['latency_ms']['median']:.1f} / {peer['latency_ms']['p99']:.1f}" or "-",
-         f"{seed['latency_ms']['median']:.2f} / {seed['latency_ms']['p99']:.2f}", f"{dflt['latency_ms']['median']:.2f} / {dflt['latency_ms']['p99']:.2f}"),
+        (
+            "training tokens/s (median epoch)",
+            f(peer and peer["train_tokens_per_s"]),
+            f(seed["train_tokens_per_s"]),
+            f(dflt["train_tokens_per_s"]),
+        ),
+        (
+            "seconds per epoch",
+            f(peer and peer["epoch_seconds"], "{:.1f}"),
+            f(seed["epoch_seconds"], "{:.1f}"),
+            f(dflt["epoch_seconds"], "{:.1f}"),
+        ),
+        (
+            "test accuracy per epoch",
+            peer and ", ".join(f"{e['test_accuracy']:.3f}" for e in peer["epochs"]) or "-",
+            ", ".join(f"{e['test_accuracy']:.3f}" for e in seed["epochs"]),
+            ", ".join(f"{e['test_accuracy']:.3f}" for e in dflt["epochs"]),
+        ),
+        (
+            f"seconds to {r['target_accuracy']:.0%} test accuracy (incl. prep)",
+            f(peer and peer.get("seconds_to_target"), "{:.0f}"),
+            f(seed["seconds_to_target"], "{:.0f}"),
+            f(dflt["seconds_to_target"], "{:.0f}"),
+        ),
+        (
+            "data prep, cold / warm (s)",
+            peer and f"{peer['prep_seconds_cold']:.1f} / {peer['prep_seconds_warm']:.1f}" or "-",
+            f"{r['textrnn_prep_cold']['prep_seconds']:.1f} / {r['textrnn_prep_warm']['prep_seconds']:.1f}",
+            "same",
+        ),
+        (
+            "prediction, reviews/s at batch 512",
+            f(peer and peer["predict_reviews_per_s"]),
+            f(seed["predict_reviews_per_s"]),
+            f(dflt["predict_reviews_per_s"]),
+        ),
+        (
+            "single review latency p50 / p99 (ms)",
+            peer and f"{peer['latency_ms']['median']:.1f} / {peer['latency_ms']['p99']:.1f}" or "-",
+            f"{seed['latency_ms']['median']:.2f} / {seed['latency_ms']['p99']:.2f}",
+            f"{dflt['latency_ms']['median']:.2f} / {dflt['latency_ms']['p99']:.2f}",
+        ),
         ("peak resident memory (MB)", f(peer and peer["peak_rss_mb"]), f(seed["peak_rss_mb"]), f(dflt["peak_rss_mb"])),
-        ("recurrent GFLOP/s (vs matmul peak)", "-", f"{seed['recurrent_gflops']:.1f} ({seed['fraction_of_matmul_peak']:.0%})",
-         f"{dflt['recurrent_gflops']:.1f} ({dflt['fraction_of_matmul_peak']:.0%})"),
+        (
+            "recurrent GFLOP/s (vs matmul peak)",
+            "-",
+            f"{seed['recurrent_gflops']:.1f} ({seed['fraction_of_matmul_peak']:.0%})",
+            f"{dflt['recurrent_gflops']:.1f} ({dflt['fraction_of_matmul_peak']:.0%})",
+        ),
     ]
     lines = [f"| {r['date']} | Keras 3 / TF (course) | textrnn, seed model | textrnn default |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
@@ -229,14 +297,19 @@ def table(r: dict) -> str:
     lines.append("")
     rounds = r.get("ratios_per_round")
     if rounds:
-        lines.insert(0, f"Medians over {len(rounds)} rounds (each round: both sides, one after the other); "
-                        "accuracies per epoch from the first round.\n")
+        lines.insert(
+            0,
+            f"Medians over {len(rounds)} rounds (each round: both sides, one after the other); "
+            "accuracies per epoch from the first round.\n",
+        )
     if ratios and any(v is not None for v in ratios.values()):
-        lines.append(("Median over the rounds of the ratios " if rounds else "Ratios ") + "textrnn(seed model)/peer: "
-                     + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None))
+        lines.append(
+            ("Median over the rounds of the ratios " if rounds else "Ratios ")
+            + "textrnn(seed model)/peer: "
+            + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items() if v is not None)
+        )
         if rounds:
-            lines.append("Per round: " + "; ".join(", ".join(f"{k} {v:.2f}x" for k, v in q.items() if v is not None)
-                                                   for q in rounds))
+            lines.append("Per round: " + "; ".join(", ".join(f"{k} {v:.2f}x" for k, v in q.items() if v is not None) for q in rounds))
     else:
         lines.append("No peer in this run (--skip-peer, or no peer environment): no ratios.")
     return "\n".join(lines)
@@ -246,15 +319,28 @@ def peer_summary(p: dict) -> dict:
     """The peer's JSON in this benchmark's terms."""
     import statistics
 
-    epochs = [{"epoch": i + 1, "epoch_seconds": e["epoch_seconds"], "train_tokens_per_s": e["train_tokens_per_s"],
-               "test_accuracy": e["test_accuracy"], "wall_seconds_since_start_excl_eval": e["wall_seconds_since_start_excl_eval"]}
-              for i, e in enumerate(p["epochs"])]
+    epochs = [
+        {
+            "epoch": i + 1,
+            "epoch_seconds": e["epoch_seconds"],
+            "train_tokens_per_s": e["train_tokens_per_s"],
+            "test_accuracy": e["test_accuracy"],
+            "wall_seconds_since_start_excl_eval": e["wall_seconds_since_start_excl_eval"],
+        }
+        for i, e in enumerate(p["epochs"])
+    ]
     lat = p["latency_ms"]["tf_function_call"]
-    return {"epochs": epochs, "train_tokens_per_s": statistics.median(e["train_tokens_per_s"] for e in epochs),
-            "epoch_seconds": statistics.median(e["epoch_seconds"] for e in epochs),
-            "prep_seconds_cold": p["prep_seconds_cold"], "prep_seconds_warm": p["prep_seconds_warm"],
-            "predict_reviews_per_s": p["predict_reviews_per_s"], "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"]},
-            "peak_rss_mb": p["peak_rss_mb"], "raw": p}
+    return {
+        "epochs": epochs,
+        "train_tokens_per_s": statistics.median(e["train_tokens_per_s"] for e in epochs),
+        "epoch_seconds": statistics.median(e["epoch_seconds"] for e in epochs),
+        "prep_seconds_cold": p["prep_seconds_cold"],
+        "prep_seconds_warm": p["prep_seconds_warm"],
+        "predict_reviews_per_s": p["predict_reviews_per_s"],
+        "latency_ms": {"median": lat["median_ms"], "p99": lat["p99_ms"]},
+        "peak_rss_mb": p["peak_rss_mb"],
+        "raw": p,
+    }
 
 
 def one_round(args, partial: dict, stem: str, profile: str) -> dict:
@@ -270,8 +356,23 @@ def one_round(args, partial: dict, stem: str, profile: str) -> dict:
         result["matmul"] = run_side(["matmul"], env)
         for name, config in (("textrnn_seed", str(REPO / "configs" / "seed.toml")), ("textrnn_default", None)):
             extra = ["--config", config] if config else []
-            r = run_side(["train", "--imdb", args.imdb, "--cache", cache, "--epochs", str(args.epochs),
-                          "--seed", str(args.seed), "--target", str(args.target), *extra], env)
+            r = run_side(
+                [
+                    "train",
+                    "--imdb",
+                    args.imdb,
+                    "--cache",
+                    cache,
+                    "--epochs",
+                    str(args.epochs),
+                    "--seed",
+                    str(args.seed),
+                    "--target",
+                    str(args.target),
+                    *extra,
+                ],
+                env,
+            )
             r["recurrent_gflops"] = r["recurrent_flops_per_token"] * r["train_tokens_per_s"] / 1e9
             r["fraction_of_matmul_peak"] = r["recurrent_gflops"] / result["matmul"]["gflops"]
             # seconds to target counted from the start of the training process, plus cold prep of the data
@@ -286,8 +387,18 @@ def one_round(args, partial: dict, stem: str, profile: str) -> dict:
         archive = Path(args.imdb)
         if archive.is_dir():  # the peer reads the archive itself
             archive = archive / "aclImdb_v1.tar.gz"
-        cmd = [args.peer_python, str(HERE / "peer" / "keras_imdb.py"), "--data", str(archive), "--epochs", str(args.epochs),
-               "--out", out, "--seed", str(args.seed)]
+        cmd = [
+            args.peer_python,
+            str(HERE / "peer" / "keras_imdb.py"),
+            "--data",
+            str(archive),
+            "--epochs",
+            str(args.epochs),
+            "--out",
+            out,
+            "--seed",
+            str(args.seed),
+        ]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, timeout=3600, env={**env, "PYTHONPATH": ""})
         peer = peer_summary(json.loads(Path(out).read_text()))
@@ -313,8 +424,7 @@ def median_round(rounds: list[dict]) -> dict:
         first = values[0]
         if isinstance(first, dict):
             return {k: merge([v.get(k) if isinstance(v, dict) else None for v in values]) for k in first}
-        if isinstance(first, (int, float)) and not isinstance(first, bool) and all(
-                isinstance(v, (int, float)) for v in values):
+        if isinstance(first, (int, float)) and not isinstance(first, bool) and all(isinstance(v, (int, float)) for v in values):
             return statistics.median(values)
         return first
 
@@ -331,9 +441,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--side", choices=["prep", "train", "matmul", "cpu"])
-    ap.add_argument("--profiles", default="as_is,no_bf16",
-                    help="comma-separated: as_is (the CPU as it is), no_bf16 (TEXTRNN_CPU=avx2: as an AVX2 CPU "
-                         "without bfloat16); no_bf16 is skipped on a CPU that has no AVX-512 anyway")
+    ap.add_argument(
+        "--profiles",
+        default="as_is,no_bf16",
+        help="comma-separated: as_is (the CPU as it is), no_bf16 (TEXTRNN_CPU=avx2: as an AVX2 CPU "
+        "without bfloat16); no_bf16 is skipped on a CPU that has no AVX-512 anyway",
+    )
     ap.add_argument("--side-out")
     ap.add_argument("--cache")
     ap.add_argument("--config")
@@ -357,8 +470,15 @@ def main(argv=None) -> int:
 
     date = dt.date.today().isoformat()
     stem = f"speed-{date}-{args.tag}" if args.tag else f"speed-{date}"
-    result = {"date": date, "environment": environment(), "seed": args.seed, "epochs": args.epochs,
-              "target_accuracy": args.target, "imdb": args.imdb, "repeats": args.repeats}
+    result = {
+        "date": date,
+        "environment": environment(),
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "target_accuracy": args.target,
+        "imdb": args.imdb,
+        "repeats": args.repeats,
+    }
     sys.path.insert(0, str(REPO / "src"))
     from textrnn.runtime import cpu_class, cpu_info
 
@@ -383,8 +503,10 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out_dir / f"{stem}.partial.json").unlink(missing_ok=True)
-    md = "\n\n".join(f"### {name}: {r['cpu']['class']} ({r['cpu']['model']}, {r['textrnn_seed']['compute_dtype']})\n\n"
-                      + table(r) for name, r in result["profiles"].items())
+    md = "\n\n".join(
+        f"### {name}: {r['cpu']['class']} ({r['cpu']['model']}, {r['textrnn_seed']['compute_dtype']})\n\n" + table(r)
+        for name, r in result["profiles"].items()
+    )
     (out_dir / f"{stem}.md").write_text(md + "\n")
     print(md)
     return 0

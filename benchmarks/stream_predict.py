@@ -60,7 +60,7 @@ def make_texts(path: Path, rows: int, vocab: list[str], seed: int) -> None:
             lengths = rng.integers(5, 26, size=n)
             picks = rng.integers(0, len(words), size=int(lengths.sum()))
             ends = np.cumsum(lengths)
-            w.writerows((start + i, " ".join(words[picks[e - l:e]])) for i, (e, l) in enumerate(zip(ends, lengths)))
+            w.writerows((start + i, " ".join(words[picks[e - l : e]])) for i, (e, l) in enumerate(zip(ends, lengths)))
 
 
 def main() -> None:
@@ -84,8 +84,26 @@ def main() -> None:
             if not os.environ.get("TEXTRNN_IMDB"):
                 sys.exit("set TEXTRNN_IMDB (to train the model) or pass --model")
             print("+ training a small model on 2,000 IMDB reviews", flush=True)
-            subprocess.run([sys.executable, "-m", "textrnn", "train", "--limit", "2000", "--test", "none", "--quiet",
-                            "--set", "train.epochs=1", "-o", str(tmp / "run")], check=True, env=env, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "textrnn",
+                    "train",
+                    "--limit",
+                    "2000",
+                    "--test",
+                    "none",
+                    "--quiet",
+                    "--set",
+                    "train.epochs=1",
+                    "-o",
+                    str(tmp / "run"),
+                ],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
             model = str(tmp / "run" / "model")
         vocab = (Path(model) / "vocab.txt").read_text(encoding="utf-8").split("\n")[2:5002]
         source = tmp / "texts.csv"
@@ -95,8 +113,19 @@ def main() -> None:
         out = tmp / f"predictions.{args.output_format}"
         sidecar = out.with_name(out.name + ".progress.json")
         stats = tmp / "child.json"
-        argv = ["predict", model, "--input", str(source), "--output", str(out), "--chunk-size", str(args.chunk_size),
-                "--quiet", "--device", "cpu"]
+        argv = [
+            "predict",
+            model,
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--chunk-size",
+            str(args.chunk_size),
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(stats), *argv]
         print("+ textrnn", " ".join(argv), flush=True)
         t0 = time.perf_counter()
@@ -121,34 +150,53 @@ def main() -> None:
     at_100k = next((s for s in with_rows if s["rows_done"] >= 100_000), None)
     last = with_rows[-1] if with_rows else None
     moving = [s for s in with_rows if s["rows_done"] > 0]
-    steady = ((moving[-1]["rows_done"] - moving[0]["rows_done"]) / (moving[-1]["seconds"] - moving[0]["seconds"])
-              if len(moving) > 1 and moving[-1]["seconds"] > moving[0]["seconds"] else None)
+    steady = (
+        (moving[-1]["rows_done"] - moving[0]["rows_done"]) / (moving[-1]["seconds"] - moving[0]["seconds"])
+        if len(moving) > 1 and moving[-1]["seconds"] > moving[0]["seconds"]
+        else None
+    )
     import platform
 
     import torch
 
     result = {
-        "benchmark": "stream_predict", "date": dt.date.today().isoformat(),
-        "environment": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "torch": torch.__version__, "torch_threads_default": torch.get_num_threads(),
-                        "load_average_at_end": os.getloadavg()},
-        "settings": {"rows": args.rows, "input": f"CSV, 5-25 words a text from the model's 5,000 commonest words, {input_mb:.0f} MB",
-                     "output_format": args.output_format, "output_mb": round(out_mb, 1), "chunk_size": args.chunk_size,
-                     "batch_size": 512, "model": "textrnn defaults (BiLSTM 64), trained on 2,000 IMDB reviews, 1 epoch"
-                     if args.model is None else args.model},
-        "rows_per_s": args.rows / seconds, "seconds": seconds, "seconds_include": "process start, model load, reading, writing",
+        "benchmark": "stream_predict",
+        "date": dt.date.today().isoformat(),
+        "environment": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads_default": torch.get_num_threads(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "settings": {
+            "rows": args.rows,
+            "input": f"CSV, 5-25 words a text from the model's 5,000 commonest words, {input_mb:.0f} MB",
+            "output_format": args.output_format,
+            "output_mb": round(out_mb, 1),
+            "chunk_size": args.chunk_size,
+            "batch_size": 512,
+            "model": "textrnn defaults (BiLSTM 64), trained on 2,000 IMDB reviews, 1 epoch" if args.model is None else args.model,
+        },
+        "rows_per_s": args.rows / seconds,
+        "seconds": seconds,
+        "seconds_include": "process start, model load, reading, writing",
         "rows_per_s_while_streaming": steady,
         "peak_rss_mb": measured["ru_maxrss_mb"],
-        "rss_mb_at_100k_rows": at_100k and at_100k["rss_mb"], "rss_mb_at_last_sample": last and last["rss_mb"],
+        "rss_mb_at_100k_rows": at_100k and at_100k["rss_mb"],
+        "rss_mb_at_last_sample": last and last["rss_mb"],
         "rows_at_last_sample": last and last["rows_done"],
         "samples": samples[:: max(1, len(samples) // 60)],
     }
     path = HERE / "results" / f"stream-{result['date']}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
-    print(f"{args.rows:,} rows in {seconds:.0f}s: {result['rows_per_s']:,.0f} rows/s; resident memory "
-          f"{result['rss_mb_at_100k_rows']} MB at 100k rows, {result['rss_mb_at_last_sample']} MB at "
-          f"{result['rows_at_last_sample']:,} rows, peak {result['peak_rss_mb']:.0f} MB")
+    print(
+        f"{args.rows:,} rows in {seconds:.0f}s: {result['rows_per_s']:,.0f} rows/s; resident memory "
+        f"{result['rss_mb_at_100k_rows']} MB at 100k rows, {result['rss_mb_at_last_sample']} MB at "
+        f"{result['rows_at_last_sample']:,} rows, peak {result['peak_rss_mb']:.0f} MB"
+    )
     print(f"wrote {path}")
 
 

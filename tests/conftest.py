@@ -20,8 +20,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 # A test whose point is bfloat16 arithmetic: it runs where the CPU computes bfloat16 natively
 # (avx512_bf16 or AMX), and is skipped elsewhere (AVX2 laptops, TEXTRNN_CPU=avx2), where training in
 # bfloat16 is refused (test_precision checks that) and float32 is what runs.
-needs_native_bf16 = pytest.mark.skipif(not runtime.cpu_has_native_bf16(),
-                                       reason="no native bfloat16 on this CPU (avx512_bf16 or amx_bf16), or TEXTRNN_CPU=avx2")
+needs_native_bf16 = pytest.mark.skipif(
+    not runtime.cpu_has_native_bf16(), reason="no native bfloat16 on this CPU (avx512_bf16 or amx_bf16), or TEXTRNN_CPU=avx2"
+)
 
 
 def tiny_sentiment(n_each: int = 12):

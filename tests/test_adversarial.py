@@ -3,12 +3,11 @@
 import pytest
 import torch
 
+from conftest import needs_native_bf16, tiny_sentiment
 from textrnn import TextClassifier, models
 from textrnn.config import ModelConfig, TrainConfig
 from textrnn.errors import ConfigError
 from textrnn.pieces import adversarial_pushes
-
-from conftest import needs_native_bf16, tiny_sentiment
 
 
 def test_each_push_has_the_norm_asked_for_and_leaves_padding_alone():
@@ -42,22 +41,31 @@ def test_the_push_raises_the_loss():
 @pytest.mark.parametrize("precision", ["float32", pytest.param("bfloat16", marks=needs_native_bf16)])
 def test_a_run_with_it_learns_and_is_reproducible(precision):
     texts, labels = tiny_sentiment()
-    kw = dict(embedding_dim=16, hidden_size=16, epochs=6, batch_size=8, min_freq=1, learning_rate=0.02,
-              early_stopping_patience=None, validation_split=0.0, precision=precision)
+    kw = dict(
+        embedding_dim=16,
+        hidden_size=16,
+        epochs=6,
+        batch_size=8,
+        min_freq=1,
+        learning_rate=0.02,
+        early_stopping_patience=None,
+        validation_split=0.0,
+        precision=precision,
+    )
     a = TextClassifier(adversarial=1.0, **kw).fit(texts, labels, progress=False)
     b = TextClassifier(adversarial=1.0, **kw).fit(texts, labels, progress=False)
     plain = TextClassifier(**kw).fit(texts, labels, progress=False)
     assert a.predict(["a great film", "an awful film"]) == ["pos", "neg"]
-    for (name, p), q, r in zip(a.model_.state_dict().items(), b.model_.state_dict().values(),
-                               plain.model_.state_dict().values()):
+    for (name, p), q, r in zip(a.model_.state_dict().items(), b.model_.state_dict().values(), plain.model_.state_dict().values()):
         assert torch.equal(p, q), name
     assert any(not torch.equal(p, r) for p, r in zip(a.model_.state_dict().values(), plain.model_.state_dict().values()))
 
 
 def test_an_ensemble_and_a_frozen_embedding_train_with_it():
     texts, labels = tiny_sentiment()
-    clf = TextClassifier(cell="lstm+gru", embedding_dim=8, hidden_size=8, epochs=2, min_freq=1, adversarial=0.5,
-                         validation_split=0.0).fit(texts, labels, progress=False)
+    clf = TextClassifier(cell="lstm+gru", embedding_dim=8, hidden_size=8, epochs=2, min_freq=1, adversarial=0.5, validation_split=0.0).fit(
+        texts, labels, progress=False
+    )
     assert len(clf.predict(texts[:4])) == 4
     import numpy as np
 

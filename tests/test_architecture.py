@@ -57,7 +57,7 @@ def test_there_are_no_import_loops():
         state[m] = 1
         for d in sorted(GRAPH[m]):
             if state.get(d) == 1:
-                pytest.fail("import loop: " + " -> ".join(path[path.index(d):] + [d]))
+                pytest.fail("import loop: " + " -> ".join(path[path.index(d) :] + [d]))
             if d not in state:
                 visit(d, path + [d])
         state[m] = 2

@@ -18,14 +18,27 @@ import numpy as np
 import pytest
 
 import textrnn
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
 
-from conftest import tiny_sentiment
-
-TINY = ["--set", "model.embedding_dim=8", "--set", "model.hidden_size=8", "--set", "model.bidirectional=false",
-        "--set", "train.epochs=1", "--set", "train.batch_size=8", "--set", "text.min_freq=1",
-        "--set", "data.validation_split=0", "--quiet"]
+TINY = [
+    "--set",
+    "model.embedding_dim=8",
+    "--set",
+    "model.hidden_size=8",
+    "--set",
+    "model.bidirectional=false",
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "text.min_freq=1",
+    "--set",
+    "data.validation_split=0",
+    "--quiet",
+]
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -63,11 +76,13 @@ def trained(tmp_path_factory) -> Path:
 
 # ----------------------------------------------------------------------------- model damage
 
+
 def _edit_json(name: str, change):
     def damage(m: Path) -> None:
         meta = json.loads((m / name).read_text())
         meta = change(meta) or meta
         (m / name).write_text(json.dumps(meta))
+
     return damage
 
 
@@ -99,100 +114,172 @@ CASES = {
     "empty-file": (lambda t, m: train(t, write(t / "d.csv", b"")), r"Data file 'd.csv' is empty"),
     "whitespace-only-file": (lambda t, m: train(t, write(t / "d.csv", " \n\n")), r"'d.csv' is empty"),
     "header-only": (lambda t, m: train(t, write(t / "d.tsv", "text\tlabel\n")), r"header but no data rows"),
-    "misspelled-text-column": (lambda t, m: train(t, good_csv(t / "d.csv", text_col="review"), "--text-column", "reveiw"),
-                               r"no text column 'reveiw'; columns found: \['review', 'label'\]\. Did you mean 'review'\?"),
-    "misspelled-label-column": (lambda t, m: train(t, good_csv(t / "d.csv"), "--label-column", "lable"),
-                                r"no label column 'lable'.*Did you mean 'label'\?"),
-    "missing-labels-csv": (lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\nb,\nc,neg\nd,NaN\n")),
-                           r"2 of 4 rows have no label in column 'label' \(data rows 2, 4;"),
-    "nan-labels-jsonl": (lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": "pos"}\n'
-                                                                  '{"text": "b", "label": NaN}\n{"text": "c"}\n')),
-                         r"2 of 3 rows have no label.*rows 2, 3"),
-    "single-class": (lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\nb,pos\nc,pos\n")),
-                     r"at least two classes. Received only: \['pos'\]"),
-    "too-few-rows": (lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\n"), "--set", "data.validation_split=0.1"),
-                     r"Too few rows to split off a validation set: 1 rows"),
-    "not-utf8": (lambda t, m: train(t, write(t / "d.csv", b"text,label\ngood,pos\n\xe9t\xe9 bad,neg\n")),
-                 r"d.csv: line 3 is not valid utf-8 \(byte 0xe9\); .*--encoding latin-1"),
-    "unknown-encoding": (lambda t, m: train(t, good_csv(t / "d.csv"), "--encoding", "utf-9"),
-                         r"Unknown text encoding. Received: encoding='utf-9'"),
-    "unknown-file-type": (lambda t, m: train(t, write(t / "d.json", "[]")),
-                          r"Unknown data file type '.json'.*Did you mean '.jsonl'\?"),
+    "misspelled-text-column": (
+        lambda t, m: train(t, good_csv(t / "d.csv", text_col="review"), "--text-column", "reveiw"),
+        r"no text column 'reveiw'; columns found: \['review', 'label'\]\. Did you mean 'review'\?",
+    ),
+    "misspelled-label-column": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--label-column", "lable"),
+        r"no label column 'lable'.*Did you mean 'label'\?",
+    ),
+    "missing-labels-csv": (
+        lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\nb,\nc,neg\nd,NaN\n")),
+        r"2 of 4 rows have no label in column 'label' \(data rows 2, 4;",
+    ),
+    "nan-labels-jsonl": (
+        lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", "label": NaN}\n{"text": "c"}\n')),
+        r"2 of 3 rows have no label.*rows 2, 3",
+    ),
+    "single-class": (
+        lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\nb,pos\nc,pos\n")),
+        r"at least two classes. Received only: \['pos'\]",
+    ),
+    "too-few-rows": (
+        lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\n"), "--set", "data.validation_split=0.1"),
+        r"Too few rows to split off a validation set: 1 rows",
+    ),
+    "not-utf8": (
+        lambda t, m: train(t, write(t / "d.csv", b"text,label\ngood,pos\n\xe9t\xe9 bad,neg\n")),
+        r"d.csv: line 3 is not valid utf-8 \(byte 0xe9\); .*--encoding latin-1",
+    ),
+    "unknown-encoding": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--encoding", "utf-9"),
+        r"Unknown text encoding. Received: encoding='utf-9'",
+    ),
+    "unknown-file-type": (lambda t, m: train(t, write(t / "d.json", "[]")), r"Unknown data file type '.json'.*Did you mean '.jsonl'\?"),
     "data-not-found": (lambda t, m: train(t, t / "nope.csv"), r"Data file not found: '.*nope.csv' does not exist"),
-    "jsonl-invalid-line": (lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')),
-                           r"d.jsonl: line 2 is not valid JSON"),
+    "jsonl-invalid-line": (
+        lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label: 0}\n')),
+        r"d.jsonl: line 2 is not valid JSON",
+    ),
     "jsonl-not-an-object": (lambda t, m: train(t, write(t / "d.jsonl", '["a", 1]\n')), r"line 1 is not a JSON object"),
-    "jsonl-huge-number": (lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": ' + "9" * 5000 + '}\n')),
-                          r"d.jsonl: line 1 is not valid JSON"),
+    "jsonl-huge-number": (
+        lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": ' + "9" * 5000 + "}\n")),
+        r"d.jsonl: line 1 is not valid JSON",
+    ),
     "not-parquet": (lambda t, m: train(t, write(t / "d.parquet", "text,label\na,1\n")), r"Cannot read 'd.parquet' as Parquet"),
-    "folder-without-classes": (lambda t, m: train(t, (t / "data" / "empty").mkdir(parents=True) or t / "data"),
-                               r"No .txt files in the class sub-folders"),
-    "test-labels-unseen": (lambda t, m: train(t, good_csv(t / "d.csv"), "--test",
-                                              write(t / "test.csv", "text,label\na,pos\nb,meh\n")),
-                           r"test.csv: Labels the model was not trained on: 'meh'"),
+    "folder-without-classes": (
+        lambda t, m: train(t, (t / "data" / "empty").mkdir(parents=True) or t / "data"),
+        r"No .txt files in the class sub-folders",
+    ),
+    "test-labels-unseen": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--test", write(t / "test.csv", "text,label\na,pos\nb,meh\n")),
+        r"test.csv: Labels the model was not trained on: 'meh'",
+    ),
     # evaluation
-    "evaluate-unseen-labels": (lambda t, m: ["evaluate", m, "--data", write(t / "e.csv", "text,label\ngood,pos\nok,meh\n")],
-                               r"Labels the model was not trained on: 'meh'. The model knows: 'neg', 'pos'"),
-    "evaluate-no-label-column": (lambda t, m: ["evaluate", m, "--data", write(t / "e.csv", "text,y\ngood,pos\n")],
-                                 r"no label column 'label'; columns found: \['text', 'y'\]"),
+    "evaluate-unseen-labels": (
+        lambda t, m: ["evaluate", m, "--data", write(t / "e.csv", "text,label\ngood,pos\nok,meh\n")],
+        r"Labels the model was not trained on: 'meh'. The model knows: 'neg', 'pos'",
+    ),
+    "evaluate-no-label-column": (
+        lambda t, m: ["evaluate", m, "--data", write(t / "e.csv", "text,y\ngood,pos\n")],
+        r"no label column 'label'; columns found: \['text', 'y'\]",
+    ),
     # configs
-    "config-unknown-key": (lambda t, m: ["train", "--config", toml(t, "[train]\nepoks = 3\n"), "-o", t / "out"],
-                           r"unknown setting train.epoks. Did you mean 'epochs'\?"),
-    "config-unknown-section": (lambda t, m: ["train", "--config", toml(t, "[trian]\nepochs = 3\n"), "-o", t / "out"],
-                               r"unknown section 'trian'.*Did you mean 'train'\?"),
-    "config-toml-syntax": (lambda t, m: ["train", "--config", toml(t, "[train]\nepochs = \n"), "-o", t / "out"],
-                           r"c.toml: not valid TOML \(Invalid value \(at line 2"),
-    "config-not-utf8": (lambda t, m: ["train", "--config", toml(t, b"[train]\n# \xff\n"), "-o", t / "out"],
-                        r"c.toml: not valid TOML"),
-    "config-wrong-type": (lambda t, m: ["train", "--config", toml(t, '[train]\nepochs = "3"\n'), "-o", t / "out"],
-                          r"c.toml: train.epochs must be an integer. Received: train.epochs='3'"),
+    "config-unknown-key": (
+        lambda t, m: ["train", "--config", toml(t, "[train]\nepoks = 3\n"), "-o", t / "out"],
+        r"unknown setting train.epoks. Did you mean 'epochs'\?",
+    ),
+    "config-unknown-section": (
+        lambda t, m: ["train", "--config", toml(t, "[trian]\nepochs = 3\n"), "-o", t / "out"],
+        r"unknown section 'trian'.*Did you mean 'train'\?",
+    ),
+    "config-toml-syntax": (
+        lambda t, m: ["train", "--config", toml(t, "[train]\nepochs = \n"), "-o", t / "out"],
+        r"c.toml: not valid TOML \(Invalid value \(at line 2",
+    ),
+    "config-not-utf8": (lambda t, m: ["train", "--config", toml(t, b"[train]\n# \xff\n"), "-o", t / "out"], r"c.toml: not valid TOML"),
+    "config-wrong-type": (
+        lambda t, m: ["train", "--config", toml(t, '[train]\nepochs = "3"\n'), "-o", t / "out"],
+        r"c.toml: train.epochs must be an integer. Received: train.epochs='3'",
+    ),
     "config-not-found": (lambda t, m: ["train", "--config", t / "none.toml", "-o", t / "out"], r"Config file not found: '.*none.toml'"),
-    "set-negative-size": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.hidden_size=-4"),
-                          r"hidden_size must be greater than 0. Received: hidden_size=-4"),
-    "set-dropout-1.5": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.dropout=1.5"),
-                        r"dropout must be in \[0, 1\). Received: dropout=1.5"),
-    "set-zero-epochs": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.epochs=0"),
-                        r"epochs must be greater than 0. Received: epochs=0"),
-    "set-not-a-number": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.learning_rate=fast"),
-                         r"train.learning_rate must be a number. Received: train.learning_rate='fast'"),
-    "set-bad-choice": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cell=lstmx"),
-                       r"Expected one of \{'gru', 'lstm', 'rnn'\}, or several '\+'-joined for an ensemble \(e.g. 'lstm\+gru'\). Received: cell='lstmx'. Did you mean 'lstm'\?"),
-    "set-unknown-key": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cel=gru"),
-                        r"unknown setting model.cel. Did you mean 'cell'\?"),
-    "set-unknown-section": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "modle.cell=gru"),
-                            r"Received: 'modle.cell'. Did you mean 'model'\?"),
-    "set-without-equals": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.epochs"),
-                           r"Overrides look like section.key=value. Received: 'train.epochs'"),
-    "set-checkpoint-every-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "runtime.checkpoint_every=0"),
-                                  r"checkpoint_every must be greater than 0. Received: checkpoint_every=0"),
+    "set-negative-size": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.hidden_size=-4"),
+        r"hidden_size must be greater than 0. Received: hidden_size=-4",
+    ),
+    "set-dropout-1.5": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.dropout=1.5"),
+        r"dropout must be in \[0, 1\). Received: dropout=1.5",
+    ),
+    "set-zero-epochs": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.epochs=0"),
+        r"epochs must be greater than 0. Received: epochs=0",
+    ),
+    "set-not-a-number": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.learning_rate=fast"),
+        r"train.learning_rate must be a number. Received: train.learning_rate='fast'",
+    ),
+    "set-bad-choice": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cell=lstmx"),
+        r"Expected one of \{'gru', 'lstm', 'rnn'\}, or several '\+'-joined for an ensemble \(e.g. 'lstm\+gru'\). "
+        r"Received: cell='lstmx'. Did you mean 'lstm'\?",
+    ),
+    "set-unknown-key": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cel=gru"),
+        r"unknown setting model.cel. Did you mean 'cell'\?",
+    ),
+    "set-unknown-section": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "modle.cell=gru"),
+        r"Received: 'modle.cell'. Did you mean 'model'\?",
+    ),
+    "set-without-equals": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.epochs"),
+        r"Overrides look like section.key=value. Received: 'train.epochs'",
+    ),
+    "set-checkpoint-every-zero": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "runtime.checkpoint_every=0"),
+        r"checkpoint_every must be greater than 0. Received: checkpoint_every=0",
+    ),
     "limit-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--limit", "0"), r"limit must be greater than 0. Received: limit=0"),
     # command-line arguments
     "unknown-command": (lambda t, m: ["trian"], r"invalid choice: 'trian'"),
     "unknown-flag": (lambda t, m: ["train", "--epochs", "3"], r"unrecognized arguments: --epochs 3"),
     "train-without-output": (lambda t, m: ["train", "--train", good_csv(t / "d.csv")], r"train needs --output DIR"),
-    "output-holds-a-model": (lambda t, m: train(t, good_csv(t / "d.csv")) if shutil.copytree(m, t / "out" / "model") else 0,
-                             r"'.*out/model' already holds a model; pass --overwrite"),
-    "output-is-a-file": (lambda t, m: ["train", "--train", good_csv(t / "d.csv"), "-o", write(t / "out", "x"), *TINY],
-                         r"--output must be a directory. Received: '.*out' \(a file\)"),
-    "output-holds-unfinished-run": (lambda t, m: train(t, good_csv(t / "d.csv")) if write(t / "out/checkpoint/state.json", "{}") else 0,
-                                    r"holds the checkpoint of an unfinished run; continue it with 'textrnn train --resume"),
-    "compare-output-holds-a-model": (lambda t, m: ["compare", "--train", good_csv(t / "d.csv"), "-o", t / "cmp", *TINY]
-                                     if shutil.copytree(m, t / "cmp" / "mlp" / "model") else 0,
-                                     r"'.*cmp/mlp/model' already holds a model"),
+    "output-holds-a-model": (
+        lambda t, m: train(t, good_csv(t / "d.csv")) if shutil.copytree(m, t / "out" / "model") else 0,
+        r"'.*out/model' already holds a model; pass --overwrite",
+    ),
+    "output-is-a-file": (
+        lambda t, m: ["train", "--train", good_csv(t / "d.csv"), "-o", write(t / "out", "x"), *TINY],
+        r"--output must be a directory. Received: '.*out' \(a file\)",
+    ),
+    "output-holds-unfinished-run": (
+        lambda t, m: train(t, good_csv(t / "d.csv")) if write(t / "out/checkpoint/state.json", "{}") else 0,
+        r"holds the checkpoint of an unfinished run; continue it with 'textrnn train --resume",
+    ),
+    "compare-output-holds-a-model": (
+        lambda t, m: (
+            ["compare", "--train", good_csv(t / "d.csv"), "-o", t / "cmp", *TINY] if shutil.copytree(m, t / "cmp" / "mlp" / "model") else 0
+        ),
+        r"'.*cmp/mlp/model' already holds a model",
+    ),
     "resume-missing-dir": (lambda t, m: ["train", "--resume", t / "nowhere"], r"Run directory not found: '.*nowhere'"),
-    "resume-without-checkpoint": (lambda t, m: ["train", "--resume", (t / "run").mkdir() or t / "run"],
-                                  r"No checkpoint to resume in '.*run': '.*state.json' does not exist"),
-    "resume-with-settings": (lambda t, m: ["train", "--resume", t, "--set", "train.epochs=5"],
-                             r"--resume continues a run with the config saved in it; drop --set"),
-    "predict-batch-size-zero": (lambda t, m: ["predict", m, "x", "--batch-size", "0"],
-                                r"argument --batch-size: must be a positive integer. Received: '0'"),
-    "inspect-negative-length": (lambda t, m: ["inspect", "x", "--max-length", "-3"],
-                                r"argument --max-length: must be a positive integer. Received: '-3'"),
-    "predict-texts-and-input": (lambda t, m: ["predict", m, "x", "--input", write(t / "in.txt", "y\n")],
-                                r"Give texts as arguments or with --input, not both"),
+    "resume-without-checkpoint": (
+        lambda t, m: ["train", "--resume", (t / "run").mkdir() or t / "run"],
+        r"No checkpoint to resume in '.*run': '.*state.json' does not exist",
+    ),
+    "resume-with-settings": (
+        lambda t, m: ["train", "--resume", t, "--set", "train.epochs=5"],
+        r"--resume continues a run with the config saved in it; drop --set",
+    ),
+    "predict-batch-size-zero": (
+        lambda t, m: ["predict", m, "x", "--batch-size", "0"],
+        r"argument --batch-size: must be a positive integer. Received: '0'",
+    ),
+    "inspect-negative-length": (
+        lambda t, m: ["inspect", "x", "--max-length", "-3"],
+        r"argument --max-length: must be a positive integer. Received: '-3'",
+    ),
+    "predict-texts-and-input": (
+        lambda t, m: ["predict", m, "x", "--input", write(t / "in.txt", "y\n")],
+        r"Give texts as arguments or with --input, not both",
+    ),
     "predict-input-missing": (lambda t, m: ["predict", m, "--input", t / "in.txt"], r"Input file not found: '.*in.txt'"),
-    "predict-input-wrong-column": (lambda t, m: ["predict", m, "--input", good_csv(t / "in.csv"), "--text-column", "txt"],
-                                   r"no text column 'txt'.*Did you mean 'text'\?"),
+    "predict-input-wrong-column": (
+        lambda t, m: ["predict", m, "--input", good_csv(t / "in.csv"), "--text-column", "txt"],
+        r"no text column 'txt'.*Did you mean 'text'\?",
+    ),
     # model folders
     "model-not-found": (lambda t, m: ["predict", t / "no-model", "x"], r"Model directory not found: '.*no-model'"),
     "model-is-a-file": (lambda t, m: ["predict", write(t / "m.bin", b"\0"), "x"], r"Model directory not found: '.*m.bin'"),
@@ -211,8 +298,7 @@ CASES = {
 
 
 def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
 
 
 def run_cli(capsys, argv) -> tuple[int, str]:
@@ -287,6 +373,7 @@ def test_full_disk_while_saving_keeps_the_old_model(tmp_path, trained, capsys, m
 
 # ------------------------------------------------------------------------- accepted input
 
+
 def test_excel_csv_with_bom_crlf_and_quoted_newlines_trains(tmp_path, capsys):
     rows = "".join(f'"{t}\r\nsecond line, with a comma",{l}\r\n' for t, l in zip(*tiny_sentiment(4)))
     data = write(tmp_path / "excel.csv", "\ufefftext,label\r\n".encode("utf-8") + rows.encode("utf-8"))
@@ -306,8 +393,10 @@ def test_latin1_file_trains_with_encoding(tmp_path, capsys):
 
 def test_empty_and_whitespace_texts_are_trained_on_and_predicted(tmp_path, trained, capsys):
     texts, labels = tiny_sentiment(4)
-    data = write(tmp_path / "d.jsonl", "".join(json.dumps({"text": t, "label": l}) + "\n"
-                                                for t, l in zip(texts + ["", "   "], labels + ["pos", "neg"])))
+    data = write(
+        tmp_path / "d.jsonl",
+        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip(texts + ["", "   "], labels + ["pos", "neg"])),
+    )
     code, err = run_cli(capsys, train(tmp_path, data))
     assert code == 0, err
     assert main(["predict", str(trained), "", "   ", "\t\n", "--format", "json"]) == 0
@@ -341,8 +430,7 @@ def test_a_50_mb_text_trains_and_predicts(tmp_path, capsys):
     assert len(huge) > 50_000_000
     texts, labels = tiny_sentiment(4)
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip([huge] + texts, ["pos"] + labels)),
-                    encoding="utf-8")
+    data.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in zip([huge] + texts, ["pos"] + labels)), encoding="utf-8")
     t0 = time.perf_counter()
     code, err = run_cli(capsys, train(tmp_path, data, "--set", "text.max_length=50"))
     assert code == 0, err

@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from textrnn import TextClassifier
-
 from conftest import tiny_sentiment
+from textrnn import TextClassifier
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
 uvicorn = pytest.importorskip("uvicorn", reason="serving needs uvicorn: pip install 'textrnn[serve]'")
@@ -20,10 +19,28 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-FAST = dict(embedding_dim=16, hidden_size=16, epochs=20, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+FAST = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=20,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    dropout=0.0,
+    embedding_dropout=0.0,
+    early_stopping_patience=None,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,36 @@ from safetensors.torch import load_file
 import textrnn
 import textrnn.pieces as P
 import textrnn.trainer as T
+from conftest import slow_cli_child, tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.errors import CheckpointError, TextRNNError
 
-from conftest import slow_cli_child, tiny_sentiment
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 # 48 training rows / batch 4 = 12 steps an epoch; a checkpoint every 5 steps and at each epoch end.
-RUN_FLAGS = ["--set", "model.embedding_dim=8", "--set", "model.hidden_size=8", "--set", "model.dropout=0.3",
-             "--set", "train.epochs=3", "--set", "train.batch_size=4", "--set", "runtime.checkpoint_every=5",
-             "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none",
-             "--set", "text.min_freq=1", "--set", "data.validation_split=0.2", "--quiet"]
+RUN_FLAGS = [
+    "--set",
+    "model.embedding_dim=8",
+    "--set",
+    "model.hidden_size=8",
+    "--set",
+    "model.dropout=0.3",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "runtime.checkpoint_every=5",
+    "--set",
+    "runtime.num_threads=1",
+    "--set",
+    "train.early_stopping_patience=none",
+    "--set",
+    "text.min_freq=1",
+    "--set",
+    "data.validation_split=0.2",
+    "--quiet",
+]
 # The child: the real CLI, each batch slowed down so the parent can interrupt it mid-epoch.
 CHILD = slow_cli_child(0.05)
 
@@ -77,8 +95,13 @@ def read_state(run: Path) -> dict | None:
 
 def start_child(data: Path, run: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-c", CHILD, "train", "--train", str(data), "-o", str(run), *RUN_FLAGS],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, "train", "--train", str(data), "-o", str(run), *RUN_FLAGS],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_mid_epoch_checkpoint(child: subprocess.Popen, run: Path, min_epoch: int = 2) -> dict:
@@ -140,8 +163,9 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(reference, tmp_path, 
     assert_same_weights(weights(run), weights(ref))
 
 
-FAST = dict(embedding_dim=8, hidden_size=8, epochs=2, batch_size=4, min_freq=1, checkpoint_every=5,
-            num_threads=1, early_stopping_patience=None)
+FAST = dict(
+    embedding_dim=8, hidden_size=8, epochs=2, batch_size=4, min_freq=1, checkpoint_every=5, num_threads=1, early_stopping_patience=None
+)
 
 
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "onecycle"), ("sgd", "linear"), ("rmsprop", "constant")])
@@ -163,8 +187,7 @@ def test_resume_in_process_is_bitwise_for_each_optimizer(tmp_path, monkeypatch, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         TextClassifier(**settings).fit(texts, labels, validation_split=0.25, progress=False, checkpoint_dir=tmp_path)
     monkeypatch.setattr(T, "collate", real)
-    resumed = TextClassifier(**settings).fit(texts, labels, validation_split=0.25, progress=False,
-                                             checkpoint_dir=tmp_path, resume=True)
+    resumed = TextClassifier(**settings).fit(texts, labels, validation_split=0.25, progress=False, checkpoint_dir=tmp_path, resume=True)
     assert_same_weights(whole.model_.state_dict(), resumed.model_.state_dict())
     assert [r["loss"] for r in whole.history_] == [r["loss"] for r in resumed.history_]
 
@@ -271,8 +294,7 @@ def test_resume_refuses_other_data_or_settings(tmp_path):
     with pytest.raises(CheckpointError, match="other training data"):
         TextClassifier(**FAST).fit(texts[:-2], labels[:-2], progress=False, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match=r"train.learning_rate=0.003.*learning_rate=0.1"):
-        TextClassifier(**{**FAST, "learning_rate": 0.1}).fit(texts, labels, progress=False,
-                                                               checkpoint_dir=tmp_path, resume=True)
+        TextClassifier(**{**FAST, "learning_rate": 0.1}).fit(texts, labels, progress=False, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(CheckpointError, match="No checkpoint to resume"):
         TextClassifier(**FAST).fit(texts, labels, progress=False, checkpoint_dir=tmp_path / "none", resume=True)
 

@@ -5,13 +5,22 @@ import pytest
 import torch
 
 import textrnn
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.errors import ArtifactError, ConfigError, DataError, NotFittedError
 
-from conftest import tiny_sentiment
-
-FAST = dict(embedding_dim=16, hidden_size=16, epochs=25, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+FAST = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=25,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    dropout=0.0,
+    embedding_dropout=0.0,
+    early_stopping_patience=None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +89,15 @@ def test_seeded_cpu_runs_repeat():
         assert torch.equal(va, vb), k
 
 
-@pytest.mark.parametrize("texts,labels,message", [
-    (["a", "b"], ["x", "x"], "at least two classes"),
-    (["a", "b", "c"], ["x", "y"], "same length"),
-    ("a text", ["x"], "not a single string"),
-    (["a", "b"], ["x", None], "missing"),
-])
+@pytest.mark.parametrize(
+    "texts,labels,message",
+    [
+        (["a", "b"], ["x", "x"], "at least two classes"),
+        (["a", "b", "c"], ["x", "y"], "same length"),
+        ("a text", ["x"], "not a single string"),
+        (["a", "b"], ["x", None], "missing"),
+    ],
+)
 def test_fit_validates_input(texts, labels, message):
     with pytest.raises(DataError, match=message):
         TextClassifier(epochs=1).fit(texts, labels, progress=False)
@@ -139,9 +151,17 @@ def _damage(path, how):
         (path / "weights.safetensors").write_bytes(pickle.dumps({"x": Boom()}))
 
 
-@pytest.mark.parametrize("how,message", [("missing", "missing vocab.txt"), ("truncated", "damaged"),
-                                         ("newer", "newer textrnn"), ("foreign", "not a textrnn model"),
-                                         ("shape", "do not match"), ("pickle", "damaged")])
+@pytest.mark.parametrize(
+    "how,message",
+    [
+        ("missing", "missing vocab.txt"),
+        ("truncated", "damaged"),
+        ("newer", "newer textrnn"),
+        ("foreign", "not a textrnn model"),
+        ("shape", "do not match"),
+        ("pickle", "damaged"),
+    ],
+)
 def test_damaged_or_foreign_model_dirs(fitted, tmp_path, how, message):
     clf, _, _ = fitted
     path = clf.save(tmp_path / "m")
@@ -158,10 +178,13 @@ def test_pretrained_embeddings_are_loaded_and_frozen(tmp_path):
     vectors = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     write_vectors(tmp_path / "v.txt", words, vectors, format="glove")
     texts, labels = tiny_sentiment()
-    clf = TextClassifier(**{**FAST, "epochs": 2}, pretrained_embeddings=str(tmp_path / "v.txt"),
-                         freeze_embeddings=True).fit(texts, labels, progress=False)
+    clf = TextClassifier(**{**FAST, "epochs": 2}, pretrained_embeddings=str(tmp_path / "v.txt"), freeze_embeddings=True).fit(
+        texts, labels, progress=False
+    )
     assert 0 < clf.embedding_coverage_ < 1
     row = clf.model_.embedding.weight[clf.vocab_.index["good"]].detach().numpy()
     np.testing.assert_allclose(row, vectors[0], atol=1e-6)
     with pytest.raises(ConfigError, match="embedding_dim"):
-        TextClassifier(**{**FAST, "epochs": 1, "embedding_dim": 8}, pretrained_embeddings=str(tmp_path / "v.txt")).fit(texts, labels, progress=False)
+        TextClassifier(**{**FAST, "epochs": 1, "embedding_dim": 8}, pretrained_embeddings=str(tmp_path / "v.txt")).fit(
+            texts, labels, progress=False
+        )

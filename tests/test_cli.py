@@ -3,13 +3,28 @@ import json
 
 import pytest
 
+from conftest import SHARED_IMDB, tiny_sentiment
 from textrnn.cli import COMMANDS, main
 
-from conftest import SHARED_IMDB, tiny_sentiment
-
-TINY = ["--set", "model.embedding_dim=16", "--set", "model.hidden_size=16", "--set", "train.epochs=15",
-        "--set", "train.batch_size=8", "--set", "train.learning_rate=0.02", "--set", "text.min_freq=1",
-        "--set", "train.schedule='constant'", "--set", "data.validation_split=0.2", "--quiet"]
+TINY = [
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "model.hidden_size=16",
+    "--set",
+    "train.epochs=15",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.learning_rate=0.02",
+    "--set",
+    "text.min_freq=1",
+    "--set",
+    "train.schedule='constant'",
+    "--set",
+    "data.validation_split=0.2",
+    "--quiet",
+]
 
 
 def write_csv(path, texts, labels, text_col="review", label_col="stars"):
@@ -26,8 +41,22 @@ def run(tmp_path_factory):
     texts, labels = tiny_sentiment(20)
     train = write_csv(d / "train.csv", texts, labels)
     test = write_csv(d / "test.csv", texts[:8], labels[:8])
-    code = main(["train", "--train", str(train), "--test", str(test), "--text-column", "review",
-                 "--label-column", "stars", "--output", str(d / "run"), *TINY])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(train),
+            "--test",
+            str(test),
+            "--text-column",
+            "review",
+            "--label-column",
+            "stars",
+            "--output",
+            str(d / "run"),
+            *TINY,
+        ]
+    )
     assert code == 0
     return d
 
@@ -42,8 +71,23 @@ def test_train_writes_the_run_directory(run):
 
 
 def test_evaluate_on_a_file(run, capsys):
-    assert main(["evaluate", str(run / "run" / "model"), "--data", str(run / "test.csv"),
-                 "--text-column", "review", "--label-column", "stars", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "run" / "model"),
+                "--data",
+                str(run / "test.csv"),
+                "--text-column",
+                "review",
+                "--label-column",
+                "stars",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["n"] == 8
 
 
@@ -73,10 +117,28 @@ def test_inspect_shows_every_step(run, capsys):
 
 
 def test_compare_runs_rnn_and_mlp(run, capsys, tmp_path):
-    (tmp_path / "tinygru.toml").write_text('[model]\ncell = "gru"\nembedding_dim = 8\nhidden_size = 8\n'
-                                            '[text]\nmin_freq = 1\n[train]\nepochs = 2\nbatch_size = 8\n')
-    assert main(["compare", "--train", str(run / "train.csv"), "--text-column", "review", "--label-column", "stars",
-                 "--output", str(tmp_path / "cmp"), "--recipe", str(tmp_path / "tinygru.toml"), *TINY]) == 0
+    (tmp_path / "tinygru.toml").write_text(
+        '[model]\ncell = "gru"\nembedding_dim = 8\nhidden_size = 8\n[text]\nmin_freq = 1\n[train]\nepochs = 2\nbatch_size = 8\n'
+    )
+    assert (
+        main(
+            [
+                "compare",
+                "--train",
+                str(run / "train.csv"),
+                "--text-column",
+                "review",
+                "--label-column",
+                "stars",
+                "--output",
+                str(tmp_path / "cmp"),
+                "--recipe",
+                str(tmp_path / "tinygru.toml"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rnn" in out and "mlp" in out and "tinygru" in out
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
@@ -115,8 +177,24 @@ def test_end_to_end_on_a_real_imdb_sample(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TEXTRNN_IMDB", str(SHARED_IMDB))
     test = sample(load_imdb("test", progress=False), 400, seed=0)
     write_csv(tmp_path / "test.csv", test.texts, test.labels, "text", "label")
-    code = main(["train", "--train", "imdb:train", "--limit", "2000", "--test", str(tmp_path / "test.csv"),
-                 "--set", "train.epochs=6", "--set", "text.max_length=150", "--output", str(tmp_path / "run"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--train",
+            "imdb:train",
+            "--limit",
+            "2000",
+            "--test",
+            str(tmp_path / "test.csv"),
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "text.max_length=150",
+            "--output",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["data"]["train"] == 1800 and metrics["data"]["test"] == 400
@@ -135,10 +213,29 @@ def test_output_to_a_file_is_plain_lines_without_other_libraries_chatter(run, tm
 
     env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # a fresh font cache: matplotlib's first run
     with open(tmp_path / "log", "w") as log:
-        code = subprocess.run([sys.executable, "-m", "textrnn", "train", "--train", str(run / "train.csv"),
-                               "--test", str(run / "test.csv"), "--text-column", "review", "--label-column", "stars",
-                               "--output", str(tmp_path / "run"), *[a for a in TINY if a != "--quiet"]],
-                              stdout=log, stderr=subprocess.STDOUT, env=env, timeout=300).returncode
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "textrnn",
+                "train",
+                "--train",
+                str(run / "train.csv"),
+                "--test",
+                str(run / "test.csv"),
+                "--text-column",
+                "review",
+                "--label-column",
+                "stars",
+                "--output",
+                str(tmp_path / "run"),
+                *[a for a in TINY if a != "--quiet"],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=300,
+        ).returncode
     text = (tmp_path / "log").read_text()
     assert code == 0, text
     assert (tmp_path / "run" / "learning_curves.png").is_file()  # matplotlib did run
@@ -148,8 +245,22 @@ def test_output_to_a_file_is_plain_lines_without_other_libraries_chatter(run, tm
 
 def test_bfloat16_training_on_a_cpu_without_it_is_one_line(run, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TEXTRNN_CPU", "avx2")  # read where the CPU's features are read: no native bfloat16
-    code = main(["train", "--train", str(run / "train.csv"), "--text-column", "review", "--label-column", "stars",
-                 "--output", str(tmp_path / "run"), *TINY, "--set", "runtime.precision='bfloat16'"])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(run / "train.csv"),
+            "--text-column",
+            "review",
+            "--label-column",
+            "stars",
+            "--output",
+            str(tmp_path / "run"),
+            *TINY,
+            "--set",
+            "runtime.precision='bfloat16'",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("textrnn train: error: runtime.precision='bfloat16' needs native bfloat16, but this CPU")

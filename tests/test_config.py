@@ -16,16 +16,19 @@ def test_override_parses_types():
     assert c.model.bidirectional is False and c.train.learning_rate == 0.01 and c.model.pooling == "max"
 
 
-@pytest.mark.parametrize("assignment,message", [
-    ("model.cel=gru", "Did you mean 'cell'"),
-    ("model.cell=lstmx", "Received: cell='lstmx'"),
-    ("model.dropout=1.5", "dropout must be in"),
-    ("model.hidden_size=-4", "hidden_size must be greater than 0"),
-    ("train.epochs=0", "epochs must be greater than 0"),
-    ("modle.cell=gru", "Did you mean 'model'"),
-    ("train.epochs=two", "epochs must be an integer"),
-    ("model.pooling=max+avg", "pooling"),
-])
+@pytest.mark.parametrize(
+    "assignment,message",
+    [
+        ("model.cel=gru", "Did you mean 'cell'"),
+        ("model.cell=lstmx", "Received: cell='lstmx'"),
+        ("model.dropout=1.5", "dropout must be in"),
+        ("model.hidden_size=-4", "hidden_size must be greater than 0"),
+        ("train.epochs=0", "epochs must be greater than 0"),
+        ("modle.cell=gru", "Did you mean 'model'"),
+        ("train.epochs=two", "epochs must be an integer"),
+        ("model.pooling=max+avg", "pooling"),
+    ],
+)
 def test_bad_settings_name_the_problem(assignment, message):
     with pytest.raises(ConfigError, match=message):
         Config().override([assignment])
@@ -52,18 +55,24 @@ def test_settings_of_their_old_sections_still_work_with_one_notice(tmp_path, cap
     """[pretrain] and [runtime] took settings from [model] and [train] (2026-11-29): TOML files,
     --set keys and flat keywords of before keep working; a file or --set says so once per key, a
     saved artifact silently."""
-    from textrnn import config as C
     from textrnn import TextClassifier
+    from textrnn import config as C
 
     C._noticed.clear()
     path = tmp_path / "old.toml"
-    path.write_text('[model]\npretrain_epochs = 2\nword2vec_data = "imdb:unsup"\n[train]\nprecision = "float32"\n'
-                    'device = "cpu"\nepochs = 4\n')
+    path.write_text(
+        '[model]\npretrain_epochs = 2\nword2vec_data = "imdb:unsup"\n[train]\nprecision = "float32"\ndevice = "cpu"\nepochs = 4\n'
+    )
     with caplog.at_level("WARNING", logger="textrnn"):
         c = Config.from_toml(path)
         Config.from_toml(path)
-    assert (c.pretrain.epochs, c.pretrain.word2vec_data, c.runtime.precision, c.runtime.device, c.train.epochs) == \
-        (2, "imdb:unsup", "float32", "cpu", 4)
+    assert (c.pretrain.epochs, c.pretrain.word2vec_data, c.runtime.precision, c.runtime.device, c.train.epochs) == (
+        2,
+        "imdb:unsup",
+        "float32",
+        "cpu",
+        4,
+    )
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 4 and any("model.pretrain_epochs is now pretrain.epochs" in n for n in notices)
     assert Config().override(["model.pretrained_encoder=enc", "train.micro_batch_tokens=100"]).pretrain.encoder == "enc"
@@ -73,7 +82,11 @@ def test_settings_of_their_old_sections_still_work_with_one_notice(tmp_path, cap
     assert saved.pretrain.bf16_softmax and saved.runtime.num_threads == 2 and not caplog.records
     clf = TextClassifier(precision="float32", pretrain_epochs=3, pretrained_encoder="enc", word2vec_epochs=7)
     resolved = clf._resolved_config()
-    assert (resolved.runtime.precision, resolved.pretrain.epochs, resolved.pretrain.encoder,
-            resolved.pretrain.word2vec_epochs) == ("float32", 3, "enc", 7)
+    assert (resolved.runtime.precision, resolved.pretrain.epochs, resolved.pretrain.encoder, resolved.pretrain.word2vec_epochs) == (
+        "float32",
+        3,
+        "enc",
+        7,
+    )
     with pytest.raises(ConfigError, match="unknown setting pretrain.epoch. Did you mean 'epochs'"):
         Config.from_dict({"pretrain": {"epoch": 1}})

@@ -259,7 +259,7 @@ def write_table(path: Path, rows: list[dict]) -> Path:
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_read_each_format(tmp_path, suffix):
     rows = [
-        {"text": "good, \"very\" good", "label": 1, "extra": "x"},
+        {"text": 'good, "very" good', "label": 1, "extra": "x"},
         {"text": "bad\tand ünïcode", "label": 0, "extra": "y"},
         {"text": "so-so", "label": 1, "extra": "z"},
     ]
@@ -332,8 +332,10 @@ def test_header_only(tmp_path):
     "name, content",
     [
         ("d.csv", "text,label\na,pos\nb,\nc,neg\nd,  \ne\n"),
-        ("d.jsonl", '{"text":"a","label":"pos"}\n{"text":"b","label":null}\n{"text":"c","label":"neg"}\n'
-                    '{"text":"d","label":NaN}\n{"text":"e"}\n'),
+        (
+            "d.jsonl",
+            '{"text":"a","label":"pos"}\n{"text":"b","label":null}\n{"text":"c","label":"neg"}\n{"text":"d","label":NaN}\n{"text":"e"}\n',
+        ),
     ],
 )
 def test_missing_labels_name_rows(tmp_path, name, content):

@@ -11,14 +11,12 @@ import pytest
 import torch
 
 import textrnn
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
-from textrnn.config import RuntimeConfig
 from textrnn.cli import main
-from textrnn.config import Config
+from textrnn.config import Config, RuntimeConfig
 from textrnn.errors import ConfigError
 from textrnn.runtime import resolve_device
-
-from conftest import tiny_sentiment
 
 NO_GPU = not torch.cuda.is_available()
 FAST = dict(embedding_dim=8, hidden_size=8, epochs=3, batch_size=8, min_freq=1, early_stopping_patience=None)
@@ -54,8 +52,7 @@ def test_cli_train_on_cuda_without_a_gpu_fails_in_one_line_before_any_work(tmp_p
     texts, labels = tiny_sentiment()
     with open(tmp_path / "t.csv", "w", newline="") as f:
         csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
-    code = main(["train", "--train", str(tmp_path / "t.csv"), "-o", str(tmp_path / "run"),
-                 "--set", "runtime.device=cuda", "--quiet"])
+    code = main(["train", "--train", str(tmp_path / "t.csv"), "-o", str(tmp_path / "run"), "--set", "runtime.device=cuda", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err and "CUDA" in err
     assert not (tmp_path / "run").exists()

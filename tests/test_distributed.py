@@ -19,20 +19,36 @@ import time
 from pathlib import Path
 
 import pytest
-
-from conftest import slow_cli_child
 import torch
 from safetensors.torch import load_file
 
 import textrnn
+from conftest import slow_cli_child
 from textrnn.cli import main
 from textrnn.distributed import shard
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-FLAGS = ["--set", "model.embedding_dim=16", "--set", "model.hidden_size=16", "--set", "train.epochs=3",
-         "--set", "train.learning_rate=0.02", "--set", "train.schedule=constant", "--set", "text.min_freq=1",
-         "--set", "runtime.num_threads=1", "--set", "train.early_stopping_patience=none",
-         "--set", "runtime.checkpoint_every=4", "--quiet"]
+FLAGS = [
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "model.hidden_size=16",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "train.learning_rate=0.02",
+    "--set",
+    "train.schedule=constant",
+    "--set",
+    "text.min_freq=1",
+    "--set",
+    "runtime.num_threads=1",
+    "--set",
+    "train.early_stopping_patience=none",
+    "--set",
+    "runtime.checkpoint_every=4",
+    "--quiet",
+]
 # The child for the kill test: the real CLI under torchrun, each batch slowed down.
 SLOW_CHILD = slow_cli_child(0.1)
 
@@ -67,8 +83,19 @@ def free_port() -> int:
 
 def torchrun(args: list[str], script: str | None = None) -> list[str]:
     target = [script] if script else ["-m", "textrnn"]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-            "--master-port", str(free_port()), *target, *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        *target,
+        *args,
+    ]
 
 
 def failure(stderr: str) -> str:
@@ -99,8 +126,13 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp")
     train, test = write_csv(d / "train.csv", reviews(400, 1)), write_csv(d / "test.csv", reviews(200, 2))
     data = ["--train", str(train), "--test", str(test)]
-    two = subprocess.run(torchrun(["train", *data, "-o", str(d / "two"), *FLAGS, "--set", "train.batch_size=16"]),
-                         env=env(), capture_output=True, text=True, timeout=120)
+    two = subprocess.run(
+        torchrun(["train", *data, "-o", str(d / "two"), *FLAGS, "--set", "train.batch_size=16"]),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert two.returncode == 0, failure(two.stderr)
     assert main(["train", *data, "-o", str(d / "one"), *FLAGS, "--set", "train.batch_size=32"]) == 0
     return d, data, two
@@ -132,8 +164,7 @@ def test_one_run_directory_written_once_and_its_artifact_is_a_plain_one(runs):
     d, _, result = runs
     assert sorted(p.name for p in (d / "two").iterdir()) == sorted(p.name for p in (d / "one").iterdir())
     assert not (d / "two" / "checkpoint").exists()
-    assert sorted(p.name for p in (d / "two" / "model").iterdir()) == \
-        ["config.json", "labels.json", "vocab.txt", "weights.safetensors"]
+    assert sorted(p.name for p in (d / "two" / "model").iterdir()) == ["config.json", "labels.json", "vocab.txt", "weights.safetensors"]
     a, b = (load_file(str(d / name / "model" / "weights.safetensors")) for name in ("two", "one"))
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}  # the unwrapped module's names
     assert (d / "two" / "model" / "vocab.txt").read_text() == (d / "one" / "model" / "vocab.txt").read_text()
@@ -148,9 +179,12 @@ def test_resume_after_every_process_is_killed(runs, tmp_path, capsys):
     d, data, _ = runs
     run = tmp_path / "run"
     (tmp_path / "child.py").write_text(SLOW_CHILD)
-    child = subprocess.Popen(torchrun(["train", *data, "-o", str(run), *FLAGS, "--set", "train.batch_size=16"],
-                                      script=str(tmp_path / "child.py")),
-                             env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        torchrun(["train", *data, "-o", str(run), *FLAGS, "--set", "train.batch_size=16"], script=str(tmp_path / "child.py")),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     state = run / "checkpoint" / "state.json"
     deadline = time.time() + 60
     while time.time() < deadline and not state.exists() and child.poll() is None:
@@ -166,8 +200,7 @@ def test_resume_after_every_process_is_killed(runs, tmp_path, capsys):
     # one process cannot continue what two began: the batches and the schedule depend on it
     assert main(["train", "--resume", str(run)]) == 2
     assert "2 process(es)" in capsys.readouterr().err
-    resumed = subprocess.run(torchrun(["train", "--resume", str(run), "--quiet"]), env=env(), capture_output=True,
-                             text=True, timeout=120)
+    resumed = subprocess.run(torchrun(["train", "--resume", str(run), "--quiet"]), env=env(), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, failure(resumed.stderr)
     a, b = load_file(str(run / "model" / "weights.safetensors")), load_file(str(d / "two" / "model" / "weights.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit the uninterrupted run's model
@@ -195,9 +228,9 @@ def test_batches_trained_at_one_step_have_similar_lengths_and_one_process_is_unc
         order = rng.permutation(len(lengths))
         batches = []
         for start in range(0, len(order), 8 * 50):
-            part = order[start:start + 8 * 50]
+            part = order[start : start + 8 * 50]
             part = part[np.argsort(lengths[part], kind="stable")]
-            batches.extend(part[i:i + 8] for i in range(0, len(part), 8))
+            batches.extend(part[i : i + 8] for i in range(0, len(part), 8))
         return [batches[i] for i in rng.permutation(len(batches))]
 
     a, b = training_batches(lengths, 8, np.random.default_rng(3)), original(np.random.default_rng(3))

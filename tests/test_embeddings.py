@@ -117,9 +117,7 @@ def test_lowercase_keeps_first_of_colliding_words(tmp_path):
 
 
 def test_words_with_spaces(tmp_path):
-    (tmp_path / "v.txt").write_text(
-        "the 1 2\n. . . 3 4\nat name@domain.com 5 6\n", encoding="utf-8"
-    )
+    (tmp_path / "v.txt").write_text("the 1 2\n. . . 3 4\nat name@domain.com 5 6\n", encoding="utf-8")
     words, matrix = read_vectors(tmp_path / "v.txt")
     assert words == ["the", ". . .", "at name@domain.com"]
     np.testing.assert_array_equal(matrix, [[1, 2], [3, 4], [5, 6]])
@@ -281,8 +279,7 @@ def test_align_rejects_mismatched_input():
 def test_load_pretrained(tmp_path, fmt, caplog):
     words = ["the", "movie", "Nasa", "was", "irrelevant"]
     vecs = np.arange(15, dtype=np.float32).reshape(5, 3)
-    path = write_vectors(tmp_path / ("v.bin" if fmt.endswith("binary") else "v.txt"),
-                         words, vecs, fmt)
+    path = write_vectors(tmp_path / ("v.bin" if fmt.endswith("binary") else "v.txt"), words, vecs, fmt)
     with caplog.at_level(logging.INFO, logger="textrnn"):
         result = load_pretrained(path, _vocab(), seed=1)
     assert result.matrix.shape == (8, 3)
@@ -302,8 +299,7 @@ def test_load_pretrained_warns_when_nothing_matches(tmp_path, caplog):
 def test_train_word2vec(tmp_path):
     pytest.importorskip("gensim")
     corpus = [["a", "good", "movie"], ["a", "bad", "movie"], ["good", "plot"], ["rare"]] * 20
-    out = train_word2vec(iter(corpus), tmp_path / "out" / "w2v.txt", dim=8, epochs=2,
-                         workers=1)
+    out = train_word2vec(iter(corpus), tmp_path / "out" / "w2v.txt", dim=8, epochs=2, workers=1)
     assert out == tmp_path / "out" / "w2v.txt"
     assert out.read_text(encoding="utf-8").startswith("6 8\n")
     words, matrix = read_vectors(out)

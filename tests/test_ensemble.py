@@ -5,15 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from textrnn import Config, TextClassifier
+from conftest import tiny_sentiment
+from textrnn import TextClassifier
 from textrnn.config import ModelConfig
 from textrnn.errors import ConfigError
 from textrnn.models import Ensemble, RNNClassifier, build_model, members, num_outputs
 
-from conftest import tiny_sentiment
-
-FAST = dict(embedding_dim=16, hidden_size=16, epochs=25, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, early_stopping_patience=None)
+FAST = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=25,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    early_stopping_patience=None,
+)
 
 
 def test_one_member_per_cell_each_its_own_weights():

@@ -4,14 +4,23 @@ import logging
 import numpy as np
 import pytest
 
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.explain import explain, format_text, highlight, to_html
 
-from conftest import tiny_sentiment
-
-FAST = dict(embedding_dim=16, hidden_size=16, epochs=20, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+FAST = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=20,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    dropout=0.0,
+    embedding_dropout=0.0,
+    early_stopping_patience=None,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +74,9 @@ def test_all_variants_run_in_one_forward_pass(clf, monkeypatch):
 
 def test_tokens_cut_by_truncation_are_marked_not_seen(tmp_path):
     texts, labels = tiny_sentiment()
-    small = TextClassifier(**{**FAST, "epochs": 2, "max_length": 4, "truncating": "head_tail",
-                              "head_fraction": 0.5}).fit(texts, labels, progress=False)
+    small = TextClassifier(**{**FAST, "epochs": 2, "max_length": 4, "truncating": "head_tail", "head_fraction": 0.5}).fit(
+        texts, labels, progress=False
+    )
     e = explain(small, "one two three four five six")
     assert e["truncated"] and e["seen"] == [True, True, False, False, True, True]
     assert e["scores"][2] == e["scores"][3] == 0.0

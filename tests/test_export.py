@@ -4,22 +4,27 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.config import ModelConfig
-from textrnn.errors import ArtifactError
-from textrnn.errors import TextRNNError
+from textrnn.errors import ArtifactError, TextRNNError
 from textrnn.export import OnnxClassifier, _export_module, export_onnx
-from textrnn.models import BagOfEmbeddings, RNNClassifier
-
-from conftest import tiny_sentiment
+from textrnn.models import RNNClassifier
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'textrnn[onnx]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'textrnn[onnx]')")
 
 TINY = dict(embedding_dim=8, hidden_size=8, epochs=3, batch_size=8, min_freq=1, early_stopping_patience=None)
-MIXED = ["a good film", "truly awful acting and a bad plot, i hated it", "great", "", "good fun and great music",
-         "an unknownword here", "bad " * 30]
+MIXED = [
+    "a good film",
+    "truly awful acting and a bad plot, i hated it",
+    "great",
+    "",
+    "good fun and great music",
+    "an unknownword here",
+    "bad " * 30,
+]
 
 
 def mixed_batch(vocab_size: int, lengths=(9, 4, 1, 6, 0, 9, 2)):
@@ -30,19 +35,19 @@ def mixed_batch(vocab_size: int, lengths=(9, 4, 1, 6, 0, 9, 2)):
     return ids, torch.tensor(lengths)
 
 
-@pytest.mark.parametrize("cell,bidirectional,pooling,num_layers",
-                         list(itertools.product(["lstm", "gru", "rnn"], [False, True], ["last", "concat"], [1, 2])))
+@pytest.mark.parametrize(
+    "cell,bidirectional,pooling,num_layers", list(itertools.product(["lstm", "gru", "rnn"], [False, True], ["last", "concat"], [1, 2]))
+)
 def test_the_exported_mixed_length_path_equals_each_text_alone(cell, bidirectional, pooling, num_layers):
     """What the export traces (the mixed-length path) against each text run alone, unpadded
     (the equal-length path, which is nn.LSTM's own call)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers,
-                      embedding_dim=8, hidden_size=6)
+    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers, embedding_dim=8, hidden_size=6)
     model = _export_module(RNNClassifier(cfg, 30, 3))
     ids, lengths = mixed_batch(30)
     with torch.no_grad():
         batch = model(ids, lengths)
-        alone = torch.cat([model(ids[i:i + 1, :max(n, 1)], lengths[i:i + 1]) for i, n in enumerate(lengths.tolist())])
+        alone = torch.cat([model(ids[i : i + 1, : max(n, 1)], lengths[i : i + 1]) for i, n in enumerate(lengths.tolist())])
     np.testing.assert_allclose(batch, alone, atol=1e-6)
 
 
@@ -51,8 +56,11 @@ def test_export_refuses_other_modules():
         _export_module(torch.nn.Linear(2, 2))
 
 
-@pytest.fixture(scope="module", params=[dict(), dict(cell="gru", num_layers=2, bidirectional=False), dict(arch="mlp")],
-                ids=["bilstm", "gru-2-layers", "mlp"])
+@pytest.fixture(
+    scope="module",
+    params=[dict(), dict(cell="gru", num_layers=2, bidirectional=False), dict(arch="mlp")],
+    ids=["bilstm", "gru-2-layers", "mlp"],
+)
 def exported(request, tmp_path_factory):
     texts, labels = tiny_sentiment()
     # float32, as onnxruntime computes: with bfloat16 ("auto" on some CPUs) the two differ by its rounding

@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_native_bf16
 from textrnn import fastrnn
 from textrnn.config import ModelConfig
-from textrnn.models import RNNClassifier, build_model, masked_pool
 from textrnn.inference import forward, predict_logits
+from textrnn.models import RNNClassifier, build_model, masked_pool
 from textrnn.runtime import autocast
-
-from conftest import needs_native_bf16
 
 pytestmark = pytest.mark.skipif(fastrnn.library() is None, reason="no C compiler: the kernel is not built")
 
@@ -199,8 +198,10 @@ def test_a_compiler_that_refuses_the_architecture_flags_builds_without_them(fres
     its check and runs; the flags asked for are those of aarch64."""
     real = fastrnn.shutil.which("cc") or fastrnn.shutil.which("gcc")
     fake = tmp_path / "cc"
-    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-mcpu=native" ] && {{ echo "unknown flag $a" >&2; exit 1; }}; done\n'
-                    f'echo "$@" >> {tmp_path}/calls\nexec {real} "$@"\n')
+    fake.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = "-mcpu=native" ] && {{ echo "unknown flag $a" >&2; exit 1; }}; done\n'
+        f'echo "$@" >> {tmp_path}/calls\nexec {real} "$@"\n'
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
     monkeypatch.setenv("TEXTRNN_CACHE_DIR", str(tmp_path))

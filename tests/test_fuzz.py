@@ -29,15 +29,22 @@ def tiny_model(arch: str, cell: str, bidirectional: bool, pooling: str, num_laye
     key = (arch, cell, bidirectional, pooling, num_layers, classes)
     if key not in _models:
         torch.manual_seed(len(_models))
-        cfg = ModelConfig(arch=arch, cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers,
-                          embedding_dim=6, hidden_size=5)
+        cfg = ModelConfig(
+            arch=arch, cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers, embedding_dim=6, hidden_size=5
+        )
         _models[key] = build_model(cfg, VOCAB, classes).eval()
     return _models[key]
 
 
-models = st.builds(tiny_model, st.sampled_from(["rnn", "rnn", "mlp"]), st.sampled_from(["lstm", "gru", "rnn"]),
-                   st.booleans(), st.sampled_from(["last", "max", "mean", "last+max+mean", "max+mean"]),
-                   st.integers(1, 2), st.sampled_from([2, 3]))
+models = st.builds(
+    tiny_model,
+    st.sampled_from(["rnn", "rnn", "mlp"]),
+    st.sampled_from(["lstm", "gru", "rnn"]),
+    st.booleans(),
+    st.sampled_from(["last", "max", "mean", "last+max+mean", "max+mean"]),
+    st.integers(1, 2),
+    st.sampled_from([2, 3]),
+)
 # real token ids never include <pad> (0): the tokenizer cannot produce it
 sequences = st.lists(st.lists(st.integers(1, VOCAB - 1), max_size=12), min_size=1, max_size=6)
 
@@ -85,21 +92,74 @@ def test_random_bytes_load_or_raise_data_error(tmp_path, content, suffix, encodi
     check_loads_or_data_error(path, label_column, encoding)
 
 
-CSV_PIECES = ["text", "label", ",", ",", "\t", '"', '""', "\n", "\n", "\r\n", "\r", "a", "good film", "1", "0", "-3",
-              "", " ", "\x00", "\ufeff", "NaN", "NA", "é", "\u2028", "\\", "'", "1.5", "#"]
+CSV_PIECES = [
+    "text",
+    "label",
+    ",",
+    ",",
+    "\t",
+    '"',
+    '""',
+    "\n",
+    "\n",
+    "\r\n",
+    "\r",
+    "a",
+    "good film",
+    "1",
+    "0",
+    "-3",
+    "",
+    " ",
+    "\x00",
+    "\ufeff",
+    "NaN",
+    "NA",
+    "é",
+    "\u2028",
+    "\\",
+    "'",
+    "1.5",
+    "#",
+]
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(CSV_PIECES), max_size=60), st.sampled_from([".csv", ".tsv"]),
-       st.sampled_from(["label", None]))
+@given(st.lists(st.sampled_from(CSV_PIECES), max_size=60), st.sampled_from([".csv", ".tsv"]), st.sampled_from(["label", None]))
 def test_random_csv_loads_or_raises_data_error(tmp_path, pieces, suffix, label_column):
     path = tmp_path / f"d{suffix}"
     path.write_text("".join(pieces), encoding="utf-8", newline="")
     check_loads_or_data_error(path, label_column)
 
 
-JSONL_PIECES = ['{', '}', '[', ']', '"text"', '"label"', ':', ',', '"a good film"', '1', '-0', '1.5', '1e999', 'NaN',
-                'Infinity', 'null', 'true', '"\\ud800"', '"\\u0000"', '\n', '\n', ' ', '"', '\\', "9" * 4400, '{"text":']
+JSONL_PIECES = [
+    "{",
+    "}",
+    "[",
+    "]",
+    '"text"',
+    '"label"',
+    ":",
+    ",",
+    '"a good film"',
+    "1",
+    "-0",
+    "1.5",
+    "1e999",
+    "NaN",
+    "Infinity",
+    "null",
+    "true",
+    '"\\ud800"',
+    '"\\u0000"',
+    "\n",
+    "\n",
+    " ",
+    '"',
+    "\\",
+    "9" * 4400,
+    '{"text":',
+]
 
 
 @FUZZ
@@ -110,14 +170,18 @@ def test_random_jsonl_loads_or_raises_data_error(tmp_path, pieces, label_column)
     check_loads_or_data_error(path, label_column)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 @FUZZ
-@given(st.lists(st.dictionaries(st.sampled_from(["text", "label", "other"]), json_values), min_size=1, max_size=6),
-       st.sampled_from(["label", None]))
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["text", "label", "other"]), json_values), min_size=1, max_size=6),
+    st.sampled_from(["label", None]),
+)
 def test_jsonl_of_any_json_values_loads_or_raises_data_error(tmp_path, rows, label_column):
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -126,8 +190,7 @@ def test_jsonl_of_any_json_values_loads_or_raises_data_error(tmp_path, rows, lab
         assert all(not (isinstance(l, float) and math.isnan(l)) for l in data.labels)
 
 
-cells = st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 5), st.floats(allow_nan=True), st.binary(max_size=8),
-                  st.booleans())
+cells = st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 5), st.floats(allow_nan=True), st.binary(max_size=8), st.booleans())
 
 
 @FUZZ
@@ -149,5 +212,5 @@ def test_damaged_parquet_raises_data_error(tmp_path, junk, cut):
     pq.write_table(pa.table({"text": ["a good film", "a bad film"] * 20, "label": [1, 0] * 20}), path)
     data = path.read_bytes()
     cut = min(cut, len(data) - 1)
-    path.write_bytes(data[:cut] + junk + data[cut + len(junk):])
+    path.write_bytes(data[:cut] + junk + data[cut + len(junk) :])
     check_loads_or_data_error(path)

@@ -15,13 +15,11 @@ import torch
 
 import textrnn
 import textrnn.trainer as T
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.errors import ArtifactError, CheckpointError
 
-from conftest import tiny_sentiment
-
-FAST = dict(embedding_dim=8, hidden_size=8, epochs=1, batch_size=4, min_freq=1, checkpoint_every=2,
-            early_stopping_patience=None)
+FAST = dict(embedding_dim=8, hidden_size=8, epochs=1, batch_size=4, min_freq=1, checkpoint_every=2, early_stopping_patience=None)
 
 
 class Payload:
@@ -108,8 +106,9 @@ def test_torch_load_is_never_called_on_untrusted_files(saved, checkpoint, tmp_pa
     resume(shutil.copytree(checkpoint, tmp_path / "checkpoint"))
 
 
-@pytest.mark.parametrize("tensors", ["../outside.safetensors", "/etc/passwd", "tensors-000001.safetensors/../../x",
-                                     "weights.safetensors", 7])
+@pytest.mark.parametrize(
+    "tensors", ["../outside.safetensors", "/etc/passwd", "tensors-000001.safetensors/../../x", "weights.safetensors", 7]
+)
 def test_a_checkpoint_cannot_name_a_file_outside_its_folder(checkpoint, tmp_path, tensors):
     ckpt = shutil.copytree(checkpoint, tmp_path / "checkpoint")
     state = json.loads((ckpt / "state.json").read_text())

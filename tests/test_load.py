@@ -25,8 +25,9 @@ def _load_benchmark():
 def test_a_real_server_under_concurrent_mixed_load_answers_everything_correctly(tmp_path):
     load = _load_benchmark()
     model_dir = load.train_model(tmp_path, n_texts=200, epochs=2)
-    result = load.run(model_dir, requests=300, concurrency=8, warmup=30, time_limit=120, pool_size=300,
-                      work_dir=tmp_path, progress=lambda *a: None)
+    result = load.run(
+        model_dir, requests=300, concurrency=8, warmup=30, time_limit=120, pool_size=300, work_dir=tmp_path, progress=lambda *a: None
+    )
     timed, checks = result["timed"], result["checks"]
     assert timed["answered"] == 300 and timed["not_sent"] == 0
     assert timed["server_errors_5xx"] == 0, timed["wrong_examples"]
@@ -49,16 +50,20 @@ def test_the_comparison_of_two_runs_and_the_machine_description():
 
     def result(rps, median, growth, passed=True):
         latency = {kind: {"median_ms": median, "p99_ms": 3 * median} for kind in ("all", *load.MIX)}
-        return {"timed": {"requests_per_second": rps, "texts_predicted_per_second": 5 * rps, "latency": latency},
-                "rss": {"growth_after_warmup": growth, "tolerance": 0.15, "after_kb": 500 * 1024}, "passed": passed}
+        return {
+            "timed": {"requests_per_second": rps, "texts_predicted_per_second": 5 * rps, "latency": latency},
+            "rss": {"growth_after_warmup": growth, "tolerance": 0.15, "after_kb": 500 * 1024},
+            "passed": passed,
+        }
 
     c = load.compare(result(40.0, 800.0, 0.16, passed=False), result(160.0, 100.0, 0.02))
     assert c["requests_per_second"] == {"before": 40.0, "after": 160.0, "ratio": 4.0}
     assert c["median_ms"]["single"] == {"before": 800.0, "after": 100.0, "speedup": 8.0}
     assert c["rss_growth_after_warmup"] == {"before": 0.16, "after": 0.02, "limit": 0.15}
     assert c["passed"] == {"before": False, "after": True}
-    use = load.cpu_use({"server": 1.0, "client": 2.0, "machine": 10.0}, {"server": 3.0, "client": 3.0, "machine": 16.0},
-                       requests=100, seconds=4.0)
+    use = load.cpu_use(
+        {"server": 1.0, "client": 2.0, "machine": 10.0}, {"server": 3.0, "client": 3.0, "machine": 16.0}, requests=100, seconds=4.0
+    )
     assert use["server_cpu_seconds"] == 2.0 and use["other_processes_cpu_seconds"] == 3.0
     assert use["server_cpu_ms_per_request"] == 20.0 and use["client_cores_busy"] == 0.25 and use["machine_cores_busy"] == 1.5
     machine = load.environment()

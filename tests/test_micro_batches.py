@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.config import RuntimeConfig
 from textrnn.errors import ConfigError
 from textrnn.pieces import micro_batches
-
-from conftest import tiny_sentiment
 
 
 @pytest.mark.parametrize("rows,length,budget", [(64, 180, 6000), (64, 400, 6000), (64, 60, 6000), (7, 500, 100), (64, 10, None)])
@@ -26,9 +25,18 @@ def test_pieces_cover_the_batch_in_order_within_the_budget(rows, length, budget)
 
 def test_a_batch_in_pieces_trains_the_same_weights():
     texts, labels = tiny_sentiment()
-    settings = dict(embedding_dim=8, hidden_size=8, epochs=2, batch_size=16, min_freq=1, dropout=0.0,
-                    embedding_dropout=0.0, early_stopping_patience=None, learning_rate=0.01,
-                    precision="float32")  # the identity is exact arithmetic; bfloat16 rounds each piece
+    settings = dict(
+        embedding_dim=8,
+        hidden_size=8,
+        epochs=2,
+        batch_size=16,
+        min_freq=1,
+        dropout=0.0,
+        embedding_dropout=0.0,
+        early_stopping_patience=None,
+        learning_rate=0.01,
+        precision="float32",
+    )  # the identity is exact arithmetic; bfloat16 rounds each piece
     whole = TextClassifier(micro_batch_tokens=None, **settings).fit(texts, labels, progress=False)
     pieces = TextClassifier(micro_batch_tokens=9, **settings).fit(texts, labels, progress=False)  # pieces of 8 texts
     for (name, a), b in zip(whole.model_.state_dict().items(), pieces.model_.state_dict().values()):

@@ -1,5 +1,6 @@
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,14 +8,13 @@ from textrnn.batching import collate, inference_batches, training_batches
 from textrnn.config import ModelConfig
 from textrnn.models import BagOfEmbeddings, RNNClassifier, build_model
 
-import numpy as np
 
-
-@pytest.mark.parametrize("cell,bidirectional,pooling,num_layers",
-                         list(itertools.product(["lstm", "gru", "rnn"], [False, True], ["last", "max", "mean", "concat"], [1, 2])))
+@pytest.mark.parametrize(
+    "cell,bidirectional,pooling,num_layers",
+    list(itertools.product(["lstm", "gru", "rnn"], [False, True], ["last", "max", "mean", "concat"], [1, 2])),
+)
 def test_shapes(cell, bidirectional, pooling, num_layers):
-    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers,
-                      embedding_dim=8, hidden_size=6)
+    cfg = ModelConfig(cell=cell, bidirectional=bidirectional, pooling=pooling, num_layers=num_layers, embedding_dim=8, hidden_size=6)
     for classes, outputs in ((2, 1), (5, 5)):
         model = RNNClassifier(cfg, vocab_size=30, num_classes=classes).eval()
         ids = torch.randint(2, 30, (4, 7))

@@ -9,16 +9,31 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="plots need matplotlib: pip install 'textrnn[plots]'")
 
+from conftest import tiny_sentiment
 from textrnn import plots
 from textrnn.cli import main
 from textrnn.report import build_report
 
-from conftest import tiny_sentiment
-
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = ["--set", "model.embedding_dim=16", "--set", "model.hidden_size=16", "--set", "train.epochs=4",
-        "--set", "train.batch_size=8", "--set", "train.learning_rate=0.02", "--set", "text.min_freq=1",
-        "--set", "train.schedule='constant'", "--set", "data.validation_split=0.2", "--quiet"]
+TINY = [
+    "--set",
+    "model.embedding_dim=16",
+    "--set",
+    "model.hidden_size=16",
+    "--set",
+    "train.epochs=4",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.learning_rate=0.02",
+    "--set",
+    "text.min_freq=1",
+    "--set",
+    "train.schedule='constant'",
+    "--set",
+    "data.validation_split=0.2",
+    "--quiet",
+]
 
 
 def write_csv(path, texts, labels):
@@ -36,8 +51,18 @@ def run(tmp_path_factory):
     # a test split with some labels flipped, so some texts are surely misclassified
     test_texts = texts[:12] + ["a good film", "a bad film", "great music <b>&</b> fun"]
     test_labels = labels[:12] + ["neg", "pos", "neg"]
-    code = main(["train", "--train", write_csv(d / "train.csv", texts, labels),
-                 "--test", write_csv(d / "test.csv", test_texts, test_labels), "--output", str(d / "run"), *TINY])
+    code = main(
+        [
+            "train",
+            "--train",
+            write_csv(d / "train.csv", texts, labels),
+            "--test",
+            write_csv(d / "test.csv", test_texts, test_labels),
+            "--output",
+            str(d / "run"),
+            *TINY,
+        ]
+    )
     assert code == 0
     return d / "run"
 
@@ -49,8 +74,10 @@ def test_train_writes_the_three_plots(run):
 
 
 def test_plot_functions_return_png_and_handle_many_classes(tmp_path):
-    history = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 1.2 / e, "val_accuracy": 0.5,
-                "best": e == 2} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 1.2 / e, "val_accuracy": 0.5, "best": e == 2}
+        for e in (1, 2, 3)
+    ]
     assert plots.learning_curves(history, tmp_path / "lc.png").startswith(PNG)
     assert (tmp_path / "lc.png").read_bytes().startswith(PNG)
     assert plots.learning_curves([{"epoch": 1, "loss": 0.5, "accuracy": 0.7}]).startswith(PNG)  # no validation
@@ -58,8 +85,12 @@ def test_plot_functions_return_png_and_handle_many_classes(tmp_path):
     assert plots.roc_curve([0, 1, 1, 0], [0.1, 0.8, 0.6, 0.4]).startswith(PNG)
     with pytest.raises(ValueError):
         plots.roc_curve([1, 1], [0.2, 0.3])
-    three = {"models": {"rnn": {"test_accuracy": 0.9, "validation_accuracy": 0.88, "fit_seconds": 3.0, "parameters": 100},
-                        "mlp": {"test_accuracy": None, "validation_accuracy": 0.8, "fit_seconds": 1.0, "parameters": 50}}}
+    three = {
+        "models": {
+            "rnn": {"test_accuracy": 0.9, "validation_accuracy": 0.88, "fit_seconds": 3.0, "parameters": 100},
+            "mlp": {"test_accuracy": None, "validation_accuracy": 0.8, "fit_seconds": 1.0, "parameters": 50},
+        }
+    }
     assert plots.compare_chart(three).startswith(PNG)
     m = {"confusion_matrix": [[3, 1, 0], [0, 4, 1], [2, 0, 5]], "classes": [0, 1, 2]}
     written = plots.run_plots(tmp_path / "run", history, m, [0, 1, 2], np.eye(3), [0, 1, 2])
@@ -120,7 +151,6 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_compare_writes_its_chart(tmp_path):
     texts, labels = tiny_sentiment(8)
     train = write_csv(tmp_path / "train.csv", texts, labels)
-    assert main(["compare", "--train", train, "--test", "none", "--output", str(tmp_path / "cmp"),
-                 *TINY, "--set", "train.epochs=1"]) == 0
+    assert main(["compare", "--train", train, "--test", "none", "--output", str(tmp_path / "cmp"), *TINY, "--set", "train.epochs=1"]) == 0
     assert (tmp_path / "cmp" / "compare.png").read_bytes().startswith(PNG)
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["models"].keys() == {"rnn", "mlp"}

@@ -6,17 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from textrnn import TextClassifier
+from conftest import needs_native_bf16, tiny_sentiment
+from textrnn import TextClassifier, pieces, runtime, trainer
 from textrnn.config import RuntimeConfig
 from textrnn.errors import ConfigError
-from textrnn import pieces, runtime, trainer
-from textrnn.runtime import compute_dtype, inference_dtype
 from textrnn.inference import predict_logits
+from textrnn.runtime import compute_dtype, inference_dtype
 
-from conftest import needs_native_bf16, tiny_sentiment
-
-SETTINGS = dict(embedding_dim=16, hidden_size=16, epochs=15, batch_size=8, learning_rate=0.02, schedule="constant",
-                min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None)
+SETTINGS = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=15,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    dropout=0.0,
+    embedding_dropout=0.0,
+    early_stopping_patience=None,
+)
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
@@ -33,8 +41,11 @@ def test_bfloat16_on_a_cpu_without_it_stops_training_and_predicts_in_float32(mon
     """oneDNN's bfloat16 LSTM does not run on AVX2: training says so in one line; a model trained
     in bfloat16 elsewhere still predicts here, in float32, with one line saying so."""
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
-    with pytest.raises(ConfigError, match=r"^runtime.precision='bfloat16' needs native bfloat16, but this CPU .* "
-                                          r"Use runtime.precision='auto'") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"^runtime.precision='bfloat16' needs native bfloat16, but this CPU .* "
+        r"Use runtime.precision='auto'",
+    ) as e:
         compute_dtype(CPU, "bfloat16")
     assert "\n" not in str(e.value)
     monkeypatch.setattr(runtime, "_warned", set())
@@ -105,8 +116,16 @@ def test_batches_side_by_side_give_each_text_its_own_answer(pair):
 def _fit(**settings):
     texts, labels = tiny_sentiment(20)
     fit_args = settings.pop("fit", {})
-    base = dict(embedding_dim=8, hidden_size=8, epochs=2, batch_size=16, min_freq=1, early_stopping_patience=None,
-                learning_rate=0.01, precision="float32")
+    base = dict(
+        embedding_dim=8,
+        hidden_size=8,
+        epochs=2,
+        batch_size=16,
+        min_freq=1,
+        early_stopping_patience=None,
+        learning_rate=0.01,
+        precision="float32",
+    )
     return TextClassifier(**{**base, **settings}).fit(texts, labels, progress=False, **fit_args)
 
 
@@ -169,8 +188,7 @@ def test_predictions_from_several_threads_at_once_restore_the_thread_count(pair)
     try:
         expected = predict_logits(f32.model_, seqs, batch_size=8, precision="float32")
         with ThreadPoolExecutor(4) as requests:
-            got = list(requests.map(lambda _: predict_logits(f32.model_, seqs, batch_size=8, precision="float32",
-                                                             workers=2), range(8)))
+            got = list(requests.map(lambda _: predict_logits(f32.model_, seqs, batch_size=8, precision="float32", workers=2), range(8)))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
@@ -191,8 +209,8 @@ def test_the_optimizer_step_split_across_workers_is_the_same_step(cls):
         return model, cls(groups, lr=0.003, weight_decay=0.01, fused=True)
 
     (a, opt_a), (b, opt_b) = make(), make()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt_b, lambda step: 0.9 ** step)
-    sched_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda step: 0.9 ** step)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt_b, lambda step: 0.9**step)
+    sched_a = torch.optim.lr_scheduler.LambdaLR(opt_a, lambda step: 0.9**step)
     with ThreadPoolExecutor(2) as pool:
         for step in range(3):
             x = torch.randint(0, 3001, (16, 5))

@@ -7,25 +7,31 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_sentiment
+from test_cli import write_csv
 from textrnn.cli import main
 from textrnn.config import Config
 from textrnn.errors import ConfigError
 from textrnn.pretrain import LanguageModel, chunks, load_encoder, pretrain_texts, pretrained_encoder, readings
 
-from conftest import tiny_sentiment
-from test_cli import write_csv
-
 WORDS = "the a film movie good bad great awful plot acting music was is and it loved hated cast story end".split()
-SMALL = {"model.embedding_dim": 12, "model.hidden_size": 12, "pretrain.bptt": 8, "pretrain.batch_size": 8,
-         "pretrain.learning_rate": 0.02, "text.min_freq": 1, "runtime.num_threads": 1, "runtime.device": "cpu"}
+SMALL = {
+    "model.embedding_dim": 12,
+    "model.hidden_size": 12,
+    "pretrain.bptt": 8,
+    "pretrain.batch_size": 8,
+    "pretrain.learning_rate": 0.02,
+    "text.min_freq": 1,
+    "runtime.num_threads": 1,
+    "runtime.device": "cpu",
+}
 FLAGS = [x for k, v in SMALL.items() for x in ("--set", f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}")]
 
 
 def cycle_texts(n: int = 200, seed: int = 0) -> list[str]:
     """Unlabelled texts with a learnable pattern: each word is followed by the next word of WORDS."""
     rng = np.random.default_rng(seed)
-    return [" ".join(WORDS[(start + k) % len(WORDS)] for k in range(int(rng.integers(4, 12))))
-            for start in rng.integers(0, len(WORDS), n)]
+    return [" ".join(WORDS[(start + k) % len(WORDS)] for k in range(int(rng.integers(4, 12)))) for start in rng.integers(0, len(WORDS), n)]
 
 
 def unlabelled(tmp_path, texts) -> str:
@@ -51,8 +57,7 @@ def test_language_model_loss_and_perplexity_fall(encoder):
     assert all(np.isfinite(r["val_perplexity"]) for r in history)
 
 
-@pytest.mark.parametrize("model", [{"model.cell": "lstm"}, {"model.cell": "gru"},
-                                   {"model.bidirectional": False, "model.num_layers": 2}])
+@pytest.mark.parametrize("model", [{"model.cell": "lstm"}, {"model.cell": "gru"}, {"model.bidirectional": False, "model.num_layers": 2}])
 def test_the_transfer_is_exact(model, tmp_path, monkeypatch):
     """After initialisation the classifier's embedding and rnn are the encoder's, tensor for
     tensor, its vocabulary is the encoder's, and it computes the LM's very states."""
@@ -90,10 +95,10 @@ def test_no_direction_sees_the_token_it_predicts(cell, bidirectional):
     ids = torch.randint(2, 30, (2, 12))  # (B, T)
     t = 6
     later, earlier = ids.clone(), ids.clone()
-    later[:, t + 1:] = torch.randint(2, 30, (2, 12 - t - 1))  # what the forward LM predicts from t
+    later[:, t + 1 :] = torch.randint(2, 30, (2, 12 - t - 1))  # what the forward LM predicts from t
     earlier[:, :t] = torch.randint(2, 30, (2, t))  # what the backward LM predicts from t
     base = lm.log_probs(ids)
-    assert torch.equal(lm.log_probs(later)[0][:, :t + 1], base[0][:, :t + 1])
+    assert torch.equal(lm.log_probs(later)[0][:, : t + 1], base[0][:, : t + 1])
     assert not torch.equal(lm.log_probs(earlier)[0][:, t], base[0][:, t])  # it does read the past
     if bidirectional:
         assert torch.equal(lm.log_probs(earlier)[1][:, t:], base[1][:, t:])
@@ -190,19 +195,45 @@ def test_cli_pretrain_then_train_save_load_predict(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
     train = write_csv(tmp_path / "train.csv", texts, labels, "text", "label")
-    assert main(["train", "--train", str(train), "--output", str(tmp_path / "run"), *FLAGS, "--quiet",
-                 "--set", f"pretrain.encoder={enc}", "--set", "train.epochs=12", "--set", "train.batch_size=8",
-                 "--set", "train.encoder_lr_multiplier=0.5", "--set", "train.freeze_encoder_epochs=1",
-                 "--set", "train.learning_rate=0.02", "--set", "train.early_stopping_patience=0",
-                 "--set", "data.validation_split=0.2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(train),
+                "--output",
+                str(tmp_path / "run"),
+                *FLAGS,
+                "--quiet",
+                "--set",
+                f"pretrain.encoder={enc}",
+                "--set",
+                "train.epochs=12",
+                "--set",
+                "train.batch_size=8",
+                "--set",
+                "train.encoder_lr_multiplier=0.5",
+                "--set",
+                "train.freeze_encoder_epochs=1",
+                "--set",
+                "train.learning_rate=0.02",
+                "--set",
+                "train.early_stopping_patience=0",
+                "--set",
+                "data.validation_split=0.2",
+            ]
+        )
+        == 0
+    )
     clf = TextClassifier.load(tmp_path / "run" / "model")
     before = clf.predict_proba(["a good film", "truly awful acting"])
     assert clf.predict(["a good film", "truly awful acting"]) == ["pos", "neg"]
     import shutil
 
     shutil.rmtree(enc)  # the model holds its own vocabulary and weights: the encoder is not needed any more
-    np.testing.assert_array_equal(TextClassifier.load(tmp_path / "run" / "model").predict_proba(
-        ["a good film", "truly awful acting"]), before)
+    np.testing.assert_array_equal(
+        TextClassifier.load(tmp_path / "run" / "model").predict_proba(["a good film", "truly awful acting"]), before
+    )
 
 
 def test_pretrain_data_in_a_config_runs_end_to_end(tmp_path):
@@ -210,10 +241,19 @@ def test_pretrain_data_in_a_config_runs_end_to_end(tmp_path):
 
     texts, labels = tiny_sentiment(20)
     train = write_csv(tmp_path / "train.csv", texts, labels, "text", "label")
-    config = Config().override({**SMALL, "data.train": str(train), "data.test": None, "data.validation_split": 0.2,
-                                "pretrain.data": unlabelled(tmp_path, cycle_texts(100) + texts),
-                                "train.epochs": 10, "train.batch_size": 8, "train.learning_rate": 0.02,
-                                "train.early_stopping_patience": 0})
+    config = Config().override(
+        {
+            **SMALL,
+            "data.train": str(train),
+            "data.test": None,
+            "data.validation_split": 0.2,
+            "pretrain.data": unlabelled(tmp_path, cycle_texts(100) + texts),
+            "train.epochs": 10,
+            "train.batch_size": 8,
+            "train.learning_rate": 0.02,
+            "train.early_stopping_patience": 0,
+        }
+    )
     report = train_run(config, tmp_path / "run", progress=False)
     assert report["config"]["pretrain"]["encoder"]
     assert 0 < report["timings"]["pretrain_seconds"] <= report["timings"]["data_seconds"]
@@ -227,8 +267,16 @@ def test_discriminative_rates_and_a_frozen_first_epoch():
     from textrnn.optim import make_optimizer
     from textrnn.trainer import fit
 
-    config = Config().override({**SMALL, "train.encoder_lr_multiplier": 0.1, "train.freeze_encoder_epochs": 1,
-                                "train.epochs": 1, "train.schedule": "constant", "train.learning_rate": 0.01})
+    config = Config().override(
+        {
+            **SMALL,
+            "train.encoder_lr_multiplier": 0.1,
+            "train.freeze_encoder_epochs": 1,
+            "train.epochs": 1,
+            "train.schedule": "constant",
+            "train.learning_rate": 0.01,
+        }
+    )
     model = RNNClassifier(config.model, 20, 2)
     assert [g["lr"] for g in make_optimizer(model, config.train).param_groups] == pytest.approx([0.001, 0.01])
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -30,10 +30,12 @@ print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "native
 
 
 def probe(**env) -> dict:
-    environ = {k: v for k, v in os.environ.items() if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA",
-                                                                "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")}
-    done = subprocess.run([sys.executable, "-c", PROBE], env={**environ, **env}, capture_output=True, text=True,
-                          timeout=120, check=True)
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+    }
+    done = subprocess.run([sys.executable, "-c", PROBE], env={**environ, **env}, capture_output=True, text=True, timeout=120, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -78,9 +80,8 @@ def test_denormals_are_flushed_inside_and_restored_after():
             assert as_tensor() == 0.0
         assert as_tensor() == 0.0  # the inner exit left the outer setting alone
     assert as_tensor() != 0.0
-    from textrnn import TextClassifier
-
     from conftest import tiny_sentiment
+    from textrnn import TextClassifier
 
     texts, labels = tiny_sentiment(4)
     clf = TextClassifier(embedding_dim=8, hidden_size=8, epochs=1, min_freq=1).fit(texts, labels, progress=False)

@@ -17,9 +17,19 @@ from textrnn import TextClassifier
 from textrnn.cli import main
 from textrnn.serving import STATIC, create_app
 
-FAST = dict(embedding_dim=16, hidden_size=16, epochs=20, batch_size=8, learning_rate=0.02, schedule="constant",
-            min_freq=1, dropout=0.0, embedding_dropout=0.0, early_stopping_patience=None,
-            precision="float32")  # float32 like onnxruntime: the two apps must answer alike
+FAST = dict(
+    embedding_dim=16,
+    hidden_size=16,
+    epochs=20,
+    batch_size=8,
+    learning_rate=0.02,
+    schedule="constant",
+    min_freq=1,
+    dropout=0.0,
+    embedding_dropout=0.0,
+    early_stopping_patience=None,
+    precision="float32",
+)  # float32 like onnxruntime: the two apps must answer alike
 LIMITS = dict(max_text_chars=200, max_batch=4, max_body_bytes=4000)
 
 
@@ -118,8 +128,12 @@ BAD = [
     ("a batch text too long", dict(json={"texts": ["a", "b" * 201]}), 413, ["'texts[1]'", "200"]),
     ("batch too big", dict(json={"texts": ["a"] * 5}), 413, ["5 texts", "limit is 4"]),
     ("body too big", dict(json={"text": "a" * 5000}), 413, ["body", "4,000 bytes"]),
-    ("body too big, streamed", dict(content=iter([b'{"text": "', b"a" * 4100, b'"}']),
-                                    headers={"content-type": "application/json"}), 413, ["body", "4,000 bytes"]),
+    (
+        "body too big, streamed",
+        dict(content=iter([b'{"text": "', b"a" * 4100, b'"}']), headers={"content-type": "application/json"}),
+        413,
+        ["body", "4,000 bytes"],
+    ),
 ]
 
 
@@ -133,12 +147,15 @@ def test_bad_predict_requests_get_a_clear_4xx(client, what, request_kwargs, stat
         assert w in detail, (w, detail)
 
 
-@pytest.mark.parametrize("body,status,words", [
-    ({}, 422, ["Missing field 'text'"]),
-    ({"texts": ["a"]}, 422, ["Unknown field 'texts'"]),
-    ({"text": ["a"]}, 422, ["must be a string"]),
-    ({"text": "a" * 201}, 413, ["200"]),
-])
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        ({}, 422, ["Missing field 'text'"]),
+        ({"texts": ["a"]}, 422, ["Unknown field 'texts'"]),
+        ({"text": ["a"]}, 422, ["must be a string"]),
+        ({"text": "a" * 201}, 413, ["200"]),
+    ],
+)
 def test_bad_explain_requests_get_a_clear_4xx(client, body, status, words):
     r = client.post("/explain", json=body)
     assert r.status_code == status and all(w in r.json()["detail"] for w in words), r.text
@@ -227,18 +244,22 @@ def test_serve_binds_localhost_unless_told_otherwise(model_dir, monkeypatch, cap
     assert seen[-1]["host"] == "0.0.0.0" and "anyone who can reach this machine" in caplog.text
 
 
-@pytest.mark.parametrize("path,body", [("/explain", {"text": "a" * 5000}), ("/explain", {"texts": ["a"] * 2000}),
-                                       ("/model", {"text": "a" * 5000})])
+@pytest.mark.parametrize(
+    "path,body", [("/explain", {"text": "a" * 5000}), ("/explain", {"texts": ["a"] * 2000}), ("/model", {"text": "a" * 5000})]
+)
 def test_the_body_cap_holds_on_every_path(client, path, body):
     r = client.post(path, json=body)
     assert r.status_code == 413 and "4,000 bytes" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("raw,words", [
-    (b'{"text": "caf\xe9"}', ["not UTF-8", "0xe9", "position 13"]),  # Latin-1, not UTF-8
-    (b"[" * 3000, ["nested too deeply"]),
-    (b'{"text": ' + b"[" * 1500 + b"]" * 1500 + b"}", ["nested too deeply"]),
-])
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        (b'{"text": "caf\xe9"}', ["not UTF-8", "0xe9", "position 13"]),  # Latin-1, not UTF-8
+        (b"[" * 3000, ["nested too deeply"]),
+        (b'{"text": ' + b"[" * 1500 + b"]" * 1500 + b"}", ["nested too deeply"]),
+    ],
+)
 def test_bodies_json_cannot_decode_get_a_400_that_says_why(client, raw, words):
     for path in ("/predict", "/explain"):
         r = client.post(path, content=raw, headers={"content-type": "application/json"})
@@ -269,8 +290,11 @@ def test_a_failure_inside_the_server_answers_500_with_one_sentence_and_no_traceb
     monkeypatch.setattr(clf, "predict_proba", broken)
     monkeypatch.setattr(textrnn.explain, "explain", broken)
     with TestClient(create_app(clf), raise_server_exceptions=False) as c:
-        for path, body in (("/predict", {"text": "a good film"}), ("/predict", {"texts": ["a", "b"]}),
-                           ("/explain", {"text": "a good film"})):
+        for path, body in (
+            ("/predict", {"text": "a good film"}),
+            ("/predict", {"texts": ["a", "b"]}),
+            ("/explain", {"text": "a good film"}),
+        ):
             r = c.post(path, json=body)
             assert r.status_code == 500 and r.headers["content-type"] == "application/json"
             detail = r.json()["detail"]
@@ -322,8 +346,9 @@ def test_a_body_over_the_cap_gets_its_413_over_a_real_socket(real_server):
 
     async def ask():
         async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=30) as c:
-            many = await asyncio.gather(*(c.post("/predict", content=body, headers={"content-type": "application/json"})
-                                          for _ in range(8)), return_exceptions=True)
+            many = await asyncio.gather(
+                *(c.post("/predict", content=body, headers={"content-type": "application/json"}) for _ in range(8)), return_exceptions=True
+            )
             streamed = await c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
             after = await c.post("/predict", json={"text": "a good film"})
             return many, streamed, after
@@ -364,10 +389,12 @@ def _ask_concurrently(app, requests: list[tuple[str, dict | bytes]]) -> list:
     async def go():
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+
             def post(path, body):
                 if isinstance(body, bytes):
                     return c.post(path, content=body, headers={"content-type": "application/json"})
                 return c.post(path, json=body)
+
             return await asyncio.gather(*(post(path, body) for path, body in requests))
 
     return asyncio.run(go())
@@ -416,7 +443,7 @@ def test_concurrent_predictions_are_merged_and_each_gets_exactly_its_own_answer(
         body = r.json()
         assert body["probabilities"] == pytest.approx(dict(zip(["neg", "pos"], map(float, own[t]))), abs=1e-5)
         assert body["label"] == ["neg", "pos"][int(np.argmax(own[t]))]
-    for b, want, r in zip(batches, own_batches, answers[len(singles):]):
+    for b, want, r in zip(batches, own_batches, answers[len(singles) :]):
         body = r.json()
         assert len(body["probabilities"]) == len(b)
         for got, row in zip(body["probabilities"], want):
@@ -431,9 +458,14 @@ def test_a_bad_request_among_concurrent_ones_fails_alone(model_dir, monkeypatch)
     own = clf.predict_proba(texts + ["a good film", "a bad film"])
     sizes = _recording(monkeypatch, clf, fail_on="POISON")
     app = create_app(clf, batch_wait=0.1, batch_gap=0.1, **LIMITS)
-    bad = [("/predict", b'{"text": '), ("/predict", {"text": "x" * 201}), ("/predict", {}),
-           ("/predict", {"texts": ["a"] * 5}), ("/predict", {"text": "a POISON text"}),       # the model fails on it
-           ("/predict", {"texts": ["a good film", "a POISON text", "a bad film"]})]
+    bad = [
+        ("/predict", b'{"text": '),
+        ("/predict", {"text": "x" * 201}),
+        ("/predict", {}),
+        ("/predict", {"texts": ["a"] * 5}),
+        ("/predict", {"text": "a POISON text"}),  # the model fails on it
+        ("/predict", {"texts": ["a good film", "a POISON text", "a bad film"]}),
+    ]
     requests = [("/predict", {"text": t}) for t in texts[:6]] + bad + [("/predict", {"text": t}) for t in texts[6:]]
     answers = _ask_concurrently(app, requests)
     app.state.batcher.close()
@@ -488,7 +520,7 @@ def test_explain_and_predictions_share_the_thread_under_a_flood(model_dir, forwa
     assert asyncio.run(flood()) == [f"text {k}" for k in range(6)]  # /explain was not starved
     batcher.close()
     seq = "".join(order)
-    during = seq[seq.index("e"):seq.rindex("e") + 1]
+    during = seq[seq.index("e") : seq.rindex("e") + 1]
     assert "p" in during, seq  # nor were the predictions: they ran between the explanations
     # each lane had about half the thread: runs of one lane last about one job of the other, plus one
     longest_e = max(len(run) for run in during.split("p"))
@@ -532,8 +564,15 @@ def test_the_merged_batch_is_capped_and_a_big_request_runs_alone(model_dir):
 def test_batching_settings_are_checked_and_reported(model_dir):
     from textrnn.errors import TextRNNError
 
-    for bad in (dict(batch_texts=0), dict(batch_texts=1.5), dict(batch_wait=-1), dict(batch_wait=5), dict(batch_wait="1"),
-                dict(batch_gap=-0.1), dict(batch_gap=True)):
+    for bad in (
+        dict(batch_texts=0),
+        dict(batch_texts=1.5),
+        dict(batch_wait=-1),
+        dict(batch_wait=5),
+        dict(batch_wait="1"),
+        dict(batch_gap=-0.1),
+        dict(batch_gap=True),
+    ):
         with pytest.raises(TextRNNError, match="batch_"):
             create_app(model_dir, **bad)
     with TestClient(create_app(model_dir, batch_texts=64, batch_wait=0.001)) as c:
@@ -576,8 +615,7 @@ def test_the_inference_thread_runs_with_the_threads_it_is_given(model_dir, runti
         from textrnn.export import export_onnx
 
         export_onnx(model_dir, tmp_path / "m.onnx", check=False)
-    app = create_app(model_dir, runtime=runtime, onnx_path=tmp_path / "m.onnx" if runtime == "onnx" else None,
-                     inference_threads=1)
+    app = create_app(model_dir, runtime=runtime, onnx_path=tmp_path / "m.onnx" if runtime == "onnx" else None, inference_threads=1)
     with TestClient(app) as c:
         assert c.post("/predict", json={"text": "a good film"}).json()["label"] == "pos"
         assert c.get("/model").json()["batching"]["inference_threads"] == 1

@@ -16,10 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import textrnn.streaming as S
+from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.cli import main
-
-from conftest import tiny_sentiment
 
 N = 230  # rows: chunks of 40 make five full chunks and a short one
 CHUNK = ["--chunk-size", "40", "--quiet"]
@@ -28,8 +27,16 @@ CHUNK = ["--chunk-size", "40", "--quiet"]
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     texts, labels = tiny_sentiment()
-    clf = TextClassifier(embedding_dim=8, hidden_size=8, epochs=10, batch_size=8, learning_rate=0.02,
-                         schedule="constant", min_freq=1, early_stopping_patience=None).fit(texts, labels, progress=False)
+    clf = TextClassifier(
+        embedding_dim=8,
+        hidden_size=8,
+        epochs=10,
+        batch_size=8,
+        learning_rate=0.02,
+        schedule="constant",
+        min_freq=1,
+        early_stopping_patience=None,
+    ).fit(texts, labels, progress=False)
     return str(clf.save(tmp_path_factory.mktemp("m") / "model"))
 
 
@@ -37,7 +44,7 @@ def texts_for_test() -> list[str]:
     words = ["good", "great", "awful", "bad", "film", "music", "plot", "fun", "acting", "truly", "zzunknown"]
     rng = np.random.default_rng(0)
     out = [" ".join(rng.choice(words, size=int(rng.integers(1, 12)))) for _ in range(N)]
-    out[3], out[7] = "", "a, \"quoted\" text; with, commas"  # empty, and a CSV-hostile one
+    out[3], out[7] = "", 'a, "quoted" text; with, commas'  # empty, and a CSV-hostile one
     out[11] = "unicode: café ✓ \u2028 inside"  # a line separator splitlines would cut at
     return out
 
@@ -62,9 +69,14 @@ def read_output(path) -> list[dict]:
     if str(path).endswith(".jsonl"):
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     rows = pq.read_table(path).to_pylist()
-    return [{"text": r["text"], "label": r["label"],
-             "probabilities": {k[len("probability_"):]: v for k, v in r.items() if k.startswith("probability_")}}
-            for r in rows]
+    return [
+        {
+            "text": r["text"],
+            "label": r["label"],
+            "probabilities": {k[len("probability_") :]: v for k, v in r.items() if k.startswith("probability_")},
+        }
+        for r in rows
+    ]
 
 
 @pytest.mark.parametrize("out_suffix", [".jsonl", ".parquet"])
@@ -116,8 +128,9 @@ def test_an_interrupted_run_continues_to_the_same_output(model, tmp_path, monkey
 
     predicted = []
     real_predict = TextClassifier.predict_proba
-    monkeypatch.setattr(TextClassifier, "predict_proba",
-                        lambda self, t, batch_size=512: predicted.append(len(t)) or real_predict(self, t, batch_size))
+    monkeypatch.setattr(
+        TextClassifier, "predict_proba", lambda self, t, batch_size=512: predicted.append(len(t)) or real_predict(self, t, batch_size)
+    )
     assert main([*argv, "--output", str(out)]) == 0  # the same command continues on its own
     assert sum(predicted) == N - 80  # finished chunks are not predicted again
     if out_suffix == ".jsonl":
@@ -171,21 +184,38 @@ def test_progress_lines_and_quiet(model, tmp_path, capsys, caplog, monkeypatch):
     source = write_input(tmp_path / "in.csv", texts_for_test())
     monkeypatch.setattr(S.Progress, "__init__", _every_chunk(S.Progress.__init__))
     with caplog.at_level("INFO", logger="textrnn"):
-        assert main(["predict", model, "--input", str(source), "--text-column", "review", "--output",
-                     str(tmp_path / "a.jsonl"), "--chunk-size", "50"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    model,
+                    "--input",
+                    str(source),
+                    "--text-column",
+                    "review",
+                    "--output",
+                    str(tmp_path / "a.jsonl"),
+                    "--chunk-size",
+                    "50",
+                ]
+            )
+            == 0
+        )
     lines = [r.getMessage() for r in caplog.records]
     assert any(l.startswith("predict: 100 rows done (") and l.endswith(" rows/s)") for l in lines), lines
     assert any(l.startswith(f"predicted {N} rows in ") for l in lines), lines
     assert "\r" not in capsys.readouterr().err  # not a terminal: plain lines, no bar
     caplog.clear()
-    assert main(["predict", model, "--input", str(source), "--text-column", "review", "--output",
-                 str(tmp_path / "b.jsonl"), "--quiet"]) == 0
+    assert (
+        main(["predict", model, "--input", str(source), "--text-column", "review", "--output", str(tmp_path / "b.jsonl"), "--quiet"]) == 0
+    )
     assert not [r for r in caplog.records if r.levelname == "INFO"] and capsys.readouterr().err == ""
 
 
 def _every_chunk(init):
     def patched(self, *args, **kwargs):
         init(self, *args, **{**kwargs, "every": 0.0})  # a line after every chunk
+
     return patched
 
 
@@ -199,7 +229,7 @@ def test_reading_resumes_at_byte_offsets_and_row_numbers(tmp_path):
         # from any chunk boundary, the rest is read as it was
         for k, (_, position) in enumerate(chunks[:-1]):
             rest = [t for c, _ in S.read_chunks(path, column, 40, position) for t in c]
-            assert rest == texts[40 * (k + 1):], (suffix, k)
+            assert rest == texts[40 * (k + 1) :], (suffix, k)
 
 
 def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):
@@ -207,12 +237,23 @@ def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):
         "bad.jsonl": b'{"review": "ok"}\nnot json\n',
         "nocol.csv": b"id,body\n1,hello\n",
         "latin.csv": b"review\ncaf\xe9\n",
-        "list.jsonl": b'[1, 2]\n',
+        "list.jsonl": b"[1, 2]\n",
     }
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
-        code = main(["predict", model, "--input", str(tmp_path / name), "--text-column", "review",
-                     "--output", str(tmp_path / f"{name}.out.jsonl"), "--quiet"])
+        code = main(
+            [
+                "predict",
+                model,
+                "--input",
+                str(tmp_path / name),
+                "--text-column",
+                "review",
+                "--output",
+                str(tmp_path / f"{name}.out.jsonl"),
+                "--quiet",
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (name, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(cases)  # nothing to continue: nothing left

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -87,13 +86,12 @@ def test_encode_decode_roundtrips_known_words(words):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.lists(st.integers(2, 50), max_size=12), min_size=1, max_size=5), st.integers(1, 15),
-       st.sampled_from(["post", "pre"]))
+@given(st.lists(st.lists(st.integers(2, 50), max_size=12), min_size=1, max_size=5), st.integers(1, 15), st.sampled_from(["post", "pre"]))
 def test_pad_shape_and_content(seqs, max_length, padding):
     ids, lengths = pad(seqs, max_length, padding=padding)
     assert ids.shape == (len(seqs), max_length)
     for row, n, s in zip(ids, lengths, seqs):
-        real = row[:n] if padding == "post" else row[max_length - n:]
+        real = row[:n] if padding == "post" else row[max_length - n :]
         assert real.tolist() == s[:max_length] and (row != PAD_ID).sum() == n
 
 

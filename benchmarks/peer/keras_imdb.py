@@ -43,9 +43,9 @@ import time
 
 T_START = time.perf_counter()  # "script start" for the cumulative wall times
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
 
 T_IMPORTED = time.perf_counter()
 
@@ -61,18 +61,13 @@ PREDICT_ONE_CALLS = 100
 MEMBER_RE = re.compile(r"^aclImdb/(train|test)/(pos|neg)/[^/]+\.txt$")
 
 KEYS = {
-    "read_seconds": "read all 50,000 labelled reviews (train+test, pos+neg) "
-    "from the .tar.gz with tarfile; unsup/ is skipped",
-    "vectorize_seconds": "new TextVectorization, adapt on the training texts, "
-    "encode train and test to numpy int arrays",
+    "read_seconds": "read all 50,000 labelled reviews (train+test, pos+neg) from the .tar.gz with tarfile; unsup/ is skipped",
+    "vectorize_seconds": "new TextVectorization, adapt on the training texts, encode train and test to numpy int arrays",
     "prep_seconds_cold": "read_seconds + vectorize_seconds",
-    "prep_seconds_warm": "vectorize step alone, run a second time in the same "
-    "process (see prep_warm_note)",
+    "prep_seconds_warm": "vectorize step alone, run a second time in the same process (see prep_warm_note)",
     "epochs[].epoch_seconds": "model.fit for one epoch over the training set",
-    "epochs[].train_tokens_per_s": "real (nonzero id) tokens in the encoded "
-    "training set / epoch_seconds",
-    "epochs[].test_accuracy": "model.evaluate accuracy on the test set after "
-    "the epoch",
+    "epochs[].train_tokens_per_s": "real (nonzero id) tokens in the encoded training set / epoch_seconds",
+    "epochs[].test_accuracy": "model.evaluate accuracy on the test set after the epoch",
     "epochs[].wall_seconds_since_start": "perf_counter at the epoch's end "
     "(before its evaluation) minus script start, includes import, prep, "
     "model build and the evaluations of earlier epochs",
@@ -80,14 +75,10 @@ KEYS = {
     "spent in the evaluations of earlier epochs (for time-to-accuracy)",
     "predict_reviews_per_s": "test reviews / seconds of one model.predict "
     "over the encoded test set at batch_size=512, after a warm-up call",
-    "latency_ms.eager_call": "model(x, training=False) on one encoded "
-    "review, 1,000 calls (--latency-calls), median/p99 ms",
-    "latency_ms.tf_function_call": "the same through tf.function (graph), "
-    "1,000 calls (--latency-calls), median/p99 ms",
-    "latency_ms.predict": "model.predict on one encoded review, 100 calls "
-    "(--predict-one-calls), median/p99 ms",
-    "peak_rss_mb": "resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024 "
-    "(Linux reports KiB)",
+    "latency_ms.eager_call": "model(x, training=False) on one encoded review, 1,000 calls (--latency-calls), median/p99 ms",
+    "latency_ms.tf_function_call": "the same through tf.function (graph), 1,000 calls (--latency-calls), median/p99 ms",
+    "latency_ms.predict": "model.predict on one encoded review, 100 calls (--predict-one-calls), median/p99 ms",
+    "peak_rss_mb": "resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024 (Linux reports KiB)",
 }
 
 
@@ -107,8 +98,7 @@ def parse_args(argv=None):
         "--latency-calls",
         type=int,
         default=LATENCY_CALLS,
-        help="timed single-review model(x) calls, eager and tf.function "
-        "(default 1000; the eager series alone costs ~2.5 min on 2 cores)",
+        help="timed single-review model(x) calls, eager and tf.function (default 1000; the eager series alone costs ~2.5 min on 2 cores)",
     )
     p.add_argument(
         "--predict-one-calls",
@@ -132,10 +122,7 @@ def read_imdb(path):
             text = tar.extractfile(member).read().decode("utf-8")
             out[split][0].append(text)
             out[split][1].append(1 if label == "pos" else 0)
-    return {
-        k: (np.array(texts, dtype=object), np.array(labels, dtype="float32"))
-        for k, (texts, labels) in out.items()
-    }
+    return {k: (np.array(texts, dtype=object), np.array(labels, dtype="float32")) for k, (texts, labels) in out.items()}
 
 
 def balanced_sample(texts, labels, n, rng):
@@ -146,17 +133,13 @@ def balanced_sample(texts, labels, n, rng):
     n_neg = n - n_pos
     if n_pos > len(pos) or n_neg > len(neg):
         raise SystemExit(f"--limit {n} is larger than the split")
-    idx = np.concatenate(
-        [rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]
-    )
+    idx = np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)])
     rng.shuffle(idx)
     return texts[idx], labels[idx]
 
 
 def vectorize(train_texts, test_texts):
-    vec = keras.layers.TextVectorization(
-        max_tokens=MAX_TOKENS, output_sequence_length=SEQ_LEN
-    )
+    vec = keras.layers.TextVectorization(max_tokens=MAX_TOKENS, output_sequence_length=SEQ_LEN)
     vec.adapt(train_texts)
     x_train = vec(train_texts).numpy()
     x_test = vec(test_texts).numpy()
@@ -172,9 +155,7 @@ def build_model():
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )
-    model.compile(
-        optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -234,9 +215,7 @@ def main(argv=None):
     t = time.perf_counter()
     vec2, x_train2, x_test2 = vectorize(train_texts, test_texts)
     prep_seconds_warm = time.perf_counter() - t
-    same_encoding = bool(
-        np.array_equal(x_train, x_train2) and np.array_equal(x_test, x_test2)
-    )
+    same_encoding = bool(np.array_equal(x_train, x_train2) and np.array_equal(x_test, x_test2))
     del vec2, x_train2, x_test2
 
     train_real_tokens = int(np.count_nonzero(x_train))
@@ -261,9 +240,7 @@ def main(argv=None):
         t_end = time.perf_counter()
         epoch_seconds = t_end - t
         te = time.perf_counter()
-        test_loss, test_acc = model.evaluate(
-            x_test, y_test, batch_size=PREDICT_BATCH, verbose=0
-        )
+        test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=PREDICT_BATCH, verbose=0)
         eval_seconds = time.perf_counter() - te
         epochs.append(
             {
@@ -389,9 +366,7 @@ def main(argv=None):
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
-            "cpu_affinity": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else None,
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "tf_devices": [d.name for d in tf.config.list_physical_devices()],

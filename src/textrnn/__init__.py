@@ -10,7 +10,22 @@ from .models import BagOfEmbeddings, RNNClassifier
 from .text import Tokenizer, Vocabulary, pad
 
 __all__ = [
-    "TextClassifier", "load", "Config", "DataConfig", "TextConfig", "ModelConfig", "TrainConfig",
-    "RNNClassifier", "BagOfEmbeddings", "Tokenizer", "Vocabulary", "pad",
-    "TextRNNError", "ConfigError", "DataError", "ArtifactError", "NotFittedError", "__version__",
+    "TextClassifier",
+    "load",
+    "Config",
+    "DataConfig",
+    "TextConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "RNNClassifier",
+    "BagOfEmbeddings",
+    "Tokenizer",
+    "Vocabulary",
+    "pad",
+    "TextRNNError",
+    "ConfigError",
+    "DataError",
+    "ArtifactError",
+    "NotFittedError",
+    "__version__",
 ]

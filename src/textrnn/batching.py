@@ -19,8 +19,7 @@ def lengths_of(sequences: Sequence[np.ndarray]) -> np.ndarray:
     return np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
 
 
-def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk: int = 50,
-                     group: int = 1) -> list[np.ndarray]:
+def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk: int = 50, group: int = 1) -> list[np.ndarray]:
     """Index batches for one epoch: shuffle, sort by length inside chunks of ``chunk`` batches,
     split, shuffle the batch order. Similar lengths per batch; a different grouping every epoch.
 
@@ -32,17 +31,17 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     batches: list[np.ndarray] = []
     span = batch_size * chunk
     for start in range(0, len(order), span):
-        part = order[start:start + span]
+        part = order[start : start + span]
         part = part[np.argsort(lengths[part], kind="stable")]
-        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
     full = len(batches) // group
-    return [batches[g * group + j] for g in rng.permutation(full) for j in range(group)] + batches[full * group:]
+    return [batches[g * group + j] for g in rng.permutation(full) for j in range(group)] + batches[full * group :]
 
 
 def inference_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Longest first, so each batch packs texts of near-equal length."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def collate(sequences: Sequence[np.ndarray], equal_length: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +53,7 @@ def collate(sequences: Sequence[np.ndarray], equal_length: bool = False) -> tupl
         ids = np.zeros((len(sequences), T), dtype=np.int64)
         for i, s in enumerate(sequences):
             if len(s):
-                ids[i] = s[len(s) - T:]
+                ids[i] = s[len(s) - T :]
         return torch.from_numpy(ids), torch.full((len(sequences),), T, dtype=torch.int64)
     ids, lengths = pad_batch(sequences)
     return torch.from_numpy(ids), torch.from_numpy(lengths)
@@ -65,5 +64,5 @@ def pad_batch(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     lengths = lengths_of(sequences)
     ids = np.zeros((len(sequences), max(int(lengths.max(initial=0)), 1)), dtype=np.int64)
     for i, s in enumerate(sequences):
-        ids[i, :len(s)] = s
+        ids[i, : len(s)] = s
     return ids, lengths

@@ -95,8 +95,11 @@ class Checkpointer:
         except OSError as e:
             for t in tmp_files:
                 t.unlink(missing_ok=True)
-            previous = (f"the previous checkpoint (epoch {self.saved['epoch']}, step {self.saved['step']}) is intact"
-                        if self.saved else "no checkpoint was written")
+            previous = (
+                f"the previous checkpoint (epoch {self.saved['epoch']}, step {self.saved['step']}) is intact"
+                if self.saved
+                else "no checkpoint was written"
+            )
             raise CheckpointError(f"Could not write a checkpoint to {str(self.dir)!r} ({e.strerror or e}); {previous}.") from None
         self.saved = {"seq": seq, "epoch": state["epoch"], "batch": state["batch"], "step": state["step"]}
         for old in self.dir.iterdir():  # older tensors files and temp files left by a killed save
@@ -153,13 +156,12 @@ def optimizer_from_files(saved: dict, tensors: dict[str, torch.Tensor]) -> dict:
     for idx, values in saved["values"].items():
         state.setdefault(int(idx), {}).update(values)
     # JSON turned tuples (Adam's betas) into lists
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-              for g in saved["param_groups"]]
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in saved["param_groups"]]
     return {"state": state, "param_groups": groups}
 
 
 def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def torch_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
@@ -198,9 +200,17 @@ class DeferredInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.random.Generator,
-            settings: dict, fingerprint: str | None, ctx: distributed.Context = distributed.Context(),
-            device: torch.device = torch.device("cpu")) -> tuple[dict, dict | None]:
+def restore(
+    ckpt: Checkpointer,
+    model: nn.Module,
+    optimizer,
+    schedule,
+    rng: np.random.Generator,
+    settings: dict,
+    fingerprint: str | None,
+    ctx: distributed.Context = distributed.Context(),
+    device: torch.device = torch.device("cpu"),
+) -> tuple[dict, dict | None]:
     """Put model, optimizer, schedule and every RNG back where the checkpoint left them. With
     several processes each reads the checkpoint (the run directory is shared) and takes its own RNG."""
     state, tensors = ckpt.load()
@@ -210,16 +220,22 @@ def restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.r
         raise CheckpointError(f"{where!r}: the checkpoint holds no training settings; it is damaged.")
     written_by = state.get("world_size", 1)
     if written_by != ctx.world_size:  # the batch shares and the schedule's length depend on it
-        raise CheckpointError(f"{where!r} was written by a run of {written_by} process(es); resume it with as many "
-                              f"(torchrun --nproc-per-node/--nnodes), not {ctx.world_size}.")
+        raise CheckpointError(
+            f"{where!r} was written by a run of {written_by} process(es); resume it with as many "
+            f"(torchrun --nproc-per-node/--nnodes), not {ctx.world_size}."
+        )
     for key, value in settings.items():
         if saved.get(key) != value:
             name = f"{'runtime' if key in RUNTIME_KEYS else 'train'}.{key}"
-            raise CheckpointError(f"{where!r} was written with {name}={saved.get(key)!r}, but the run to resume has "
-                                  f"{name}={value!r}; resume with the run's own config.")
+            raise CheckpointError(
+                f"{where!r} was written with {name}={saved.get(key)!r}, but the run to resume has "
+                f"{name}={value!r}; resume with the run's own config."
+            )
     if state.get("data") != fingerprint:
-        raise CheckpointError(f"{where!r} was written for other training data (the texts, labels, vocabulary or "
-                              f"length settings differ); resume needs the same data as the interrupted run.")
+        raise CheckpointError(
+            f"{where!r} was written for other training data (the texts, labels, vocabulary or "
+            f"length settings differ); resume needs the same data as the interrupted run."
+        )
     try:
         model_state = prefixed(tensors, "model.")
         expected = model.state_dict()
@@ -233,16 +249,13 @@ def restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.r
             raise CheckpointError(f"{where!r}: the checkpoint's best weights do not fit the model.")
         opt = state["optimizer"]
         fresh_groups = optimizer.state_dict()["param_groups"]
-        if len(opt["param_groups"]) != len(fresh_groups) or any(
-                set(g) != set(f) for g, f in zip(opt["param_groups"], fresh_groups)):
-            raise CheckpointError(f"{where!r}: the optimizer state does not match train.optimizer (or another "
-                                  f"torch version wrote it).")
+        if len(opt["param_groups"]) != len(fresh_groups) or any(set(g) != set(f) for g, f in zip(opt["param_groups"], fresh_groups)):
+            raise CheckpointError(f"{where!r}: the optimizer state does not match train.optimizer (or another torch version wrote it).")
         optimizer.load_state_dict(optimizer_from_files(opt, tensors))
         if schedule is not None:
             sched = state["scheduler"]
             if not isinstance(sched, dict) or set(sched) != set(schedule.state_dict()):
-                raise CheckpointError(f"{where!r}: the scheduler state does not match train.schedule (or another "
-                                      f"torch version wrote it).")
+                raise CheckpointError(f"{where!r}: the scheduler state does not match train.schedule (or another torch version wrote it).")
             schedule.load_state_dict(sched)
         suffix = f".rank{ctx.rank}" if ctx.rank else ""
         torch.set_rng_state(tensors["rng.torch" + suffix])
@@ -253,8 +266,10 @@ def restore(ckpt: Checkpointer, model: nn.Module, optimizer, schedule, rng: np.r
         random.setstate((version, tuple(internal), gauss))
         name, keys, pos, has_gauss, cached = state["rng"]["numpy_legacy"]
         np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        loop = {k: state[k] for k in ("epoch", "batch", "step", "finished", "epoch_rng", "totals", "elapsed",
-                                      "best", "best_epoch", "waited", "history")}
+        loop = {
+            k: state[k]
+            for k in ("epoch", "batch", "step", "finished", "epoch_rng", "totals", "elapsed", "best", "best_epoch", "waited", "history")
+        }
         if ctx.rank:  # the saved running sums are over all processes: rank 0 carries them on
             loop["totals"] = {**loop["totals"], "loss": 0.0, "correct": 0, "seen": 0, "tokens": 0}
         if state.get("epoch_done") and not loop["finished"]:  # saved at an epoch's end: go on with the next

@@ -42,8 +42,10 @@ FORMAT, FORMAT_VERSION, FILES = MODEL.format, MODEL.version, MODEL.files
 
 def _check_texts(texts: Any, name: str = "texts") -> list[str]:
     if isinstance(texts, (str, bytes)):
-        raise DataError(f"{name} must be a list of strings, not a single string. Received: {name}={texts[:40]!r}; "
-                        f"wrap it in a list: [{texts[:20]!r}...]")
+        raise DataError(
+            f"{name} must be a list of strings, not a single string. Received: {name}={texts[:40]!r}; "
+            f"wrap it in a list: [{texts[:20]!r}...]"
+        )
     try:
         texts = list(texts)
     except TypeError:
@@ -74,8 +76,7 @@ def match_labels(labels: Sequence, classes: Sequence) -> list:
     known = set(classes)
     unknown = sorted({repr(l) for l in labels if l not in known})
     if unknown:
-        raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. "
-                        f"The model knows: {', '.join(map(repr, classes))}")
+        raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. The model knows: {', '.join(map(repr, classes))}")
     return labels
 
 
@@ -100,9 +101,17 @@ class TextClassifier:
         return self.config.override({FLAT_KEYS[k]: v for k, v in self.params.items()})
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, texts, labels, validation_data: tuple | None = None, validation_split: float | None = None,
-            progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False, on_epoch_end=None) -> "TextClassifier":
+    def fit(
+        self,
+        texts,
+        labels,
+        validation_data: tuple | None = None,
+        validation_split: float | None = None,
+        progress: bool = True,
+        checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        on_epoch_end=None,
+    ) -> "TextClassifier":
         """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
         (every ``runtime.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
         an interrupted fit from them, with the same result as an uninterrupted one.
@@ -151,11 +160,22 @@ class TextClassifier:
             encoder.load_into(self.model_, self.tokenizer_)
             assert isinstance(self.model_, RNNClassifier)  # load_into refuses any other model
             self.model_.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
-            log.info("pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(),
-                     encoder.path, len(self.vocab_))
-        self.history_ = fit_model(self.model_, train_x, train_y, config.train, val_x, val_y, progress=progress,
-                                  checkpoint_dir=checkpoint_dir, resume=resume, on_epoch_end=on_epoch_end,
-                                  runtime=config.runtime)
+            log.info(
+                "pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(), encoder.path, len(self.vocab_)
+            )
+        self.history_ = fit_model(
+            self.model_,
+            train_x,
+            train_y,
+            config.train,
+            val_x,
+            val_y,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+            runtime=config.runtime,
+        )
         self.model_.eval()
         return self
 
@@ -165,14 +185,17 @@ class TextClassifier:
             return None
         alignment = load_pretrained(m.pretrained_embeddings, self.vocab_.tokens, m.embeddings_format, seed=config.train.seed)
         if alignment.matrix.shape[1] != m.embedding_dim:
-            raise ConfigError(f"The pretrained vectors have {alignment.matrix.shape[1]} dimensions but "
-                              f"model.embedding_dim={m.embedding_dim}; set model.embedding_dim={alignment.matrix.shape[1]}.")
+            raise ConfigError(
+                f"The pretrained vectors have {alignment.matrix.shape[1]} dimensions but "
+                f"model.embedding_dim={m.embedding_dim}; set model.embedding_dim={alignment.matrix.shape[1]}."
+            )
         for member in members(self.model_):  # every member of an ensemble starts from the vectors
             with torch.no_grad():
                 member.embedding.weight.copy_(torch.from_numpy(alignment.matrix))
             member.embedding.weight.requires_grad_(not m.freeze_embeddings)
-        log.info("pretrained embeddings: %d of %d vocabulary words found (%.1f%%)",
-                 alignment.found, alignment.total, 100 * alignment.coverage)
+        log.info(
+            "pretrained embeddings: %d of %d vocabulary words found (%.1f%%)", alignment.found, alignment.total, 100 * alignment.coverage
+        )
         return alignment.coverage
 
     # ------------------------------------------------------------------ inference
@@ -221,8 +244,7 @@ class TextClassifier:
         if len(texts) != len(labels):
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
         y = self._targets(labels)
-        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size,
-                                             self.config_.runtime.precision))
+        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size, self.config_.runtime.precision))
         return compute_metrics(y, proba, self.classes_)
 
     # ------------------------------------------------------------------ persistence
@@ -231,7 +253,8 @@ class TextClassifier:
         self._check_fitted()
         with atomic_folder(path, overwrite) as tmp:
             meta = {
-                "format": FORMAT, "format_version": FORMAT_VERSION,
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
                 "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
                 "config": self.config_.to_dict(),
                 "history": getattr(self, "history_", []),
@@ -267,8 +290,10 @@ class TextClassifier:
         if bad or extra:
             k = (bad or extra)[0]
             got = tuple(state[k].shape) if k in state else "absent"
-            raise ArtifactError(f"{str(art.path)!r}: weights do not match the config: {k} has shape {got}, "
-                                f"expected {tuple(expected[k].shape) if k in expected else 'absent'}")
+            raise ArtifactError(
+                f"{str(art.path)!r}: weights do not match the config: {k} has shape {got}, "
+                f"expected {tuple(expected[k].shape) if k in expected else 'absent'}"
+            )
         self.model_.load_state_dict(state)
         self.model_.to(resolve_device(device))  # no copy when that is the CPU
         self.model_.eval()

@@ -42,20 +42,30 @@ class _Parser(argparse.ArgumentParser):
 
 def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
     if train:
-        p.add_argument("--train", metavar="PATH",
-                       help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders")
+        p.add_argument(
+            "--train",
+            metavar="PATH",
+            help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders",
+        )
         p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
     p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8; try latin-1)")
-    p.add_argument("--imdb-path", metavar="PATH",
-                   help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)")
+    p.add_argument(
+        "--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)"
+    )
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", help="a recipe, e.g. configs/seed.toml")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a setting, e.g. --set model.cell=gru --set train.epochs=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a setting, e.g. --set model.cell=gru --set train.epochs=2 (repeatable)",
+    )
     _data_flags(p)
     p.add_argument("--limit", type=int, metavar="N", help="train on a seeded sample of N texts (quick runs)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -76,9 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"textrnn {__import__('textrnn').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model and report on the test split",
-                       description="Train a classifier (IMDB by default), keep the best epoch by validation accuracy, "
-                                   "report on the test split once, write OUTPUT/model and metrics.")
+    p = sub.add_parser(
+        "train",
+        help="train a model and report on the test split",
+        description="Train a classifier (IMDB by default), keep the best epoch by validation accuracy, "
+        "report on the test split once, write OUTPUT/model and metrics.",
+    )
     _config_flags(p)
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (the model goes to DIR/model; checkpoints to DIR/checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace a model (or an unfinished run) already in DIR")
@@ -90,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p, train=False)
     p.add_argument("--format", choices=["table", "json"], default="table")
 
-    p = sub.add_parser("predict", help="labels and probabilities for new texts",
-                       description="Predict texts given as arguments, read from --input (one text per line in .txt, or a "
-                                   "table with --text-column), or from stdin when neither is given.")
+    p = sub.add_parser(
+        "predict",
+        help="labels and probabilities for new texts",
+        description="Predict texts given as arguments, read from --input (one text per line in .txt, or a "
+        "table with --text-column), or from stdin when neither is given.",
+    )
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--input", "-i", metavar="PATH", help="a .txt file (one text per line) or a .csv/.tsv/.jsonl/.parquet table")
@@ -100,28 +116,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "json"], default="text", help="json: one JSON object per line")
     p.add_argument("--batch-size", type=_positive_int, default=512)
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--output", "-o", metavar="OUT", help="stream --input in chunks into OUT.jsonl or OUT.parquet (memory stays "
-                                                          "flat; a stopped run continues where it was when run again)")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT",
+        help="stream --input in chunks into OUT.jsonl or OUT.parquet (memory stays "
+        "flat; a stopped run continues where it was when run again)",
+    )
     p.add_argument("--chunk-size", type=_positive_int, default=10_000, metavar="N", help="rows per chunk with --output (default: 10000)")
-    p.add_argument("--resume", action="store_true", help="with --output: continue a stopped run, and fail if there is none "
-                                                         "(a matching one is continued anyway)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --output: continue a stopped run, and fail if there is none (a matching one is continued anyway)",
+    )
     p.add_argument("--overwrite", action="store_true", help="with --output: replace OUT and any stopped run's progress")
     p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
 
-    p = sub.add_parser("inspect", help="show each preparation step on a text",
-                       description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words "
-                                   "marked) and the padded sequence.")
+    p = sub.add_parser(
+        "inspect",
+        help="show each preparation step on a text",
+        description="Show what the model sees: the cleaned text, the tokens, their ids (unknown words marked) and the padded sequence.",
+    )
     p.add_argument("text", nargs="?", help="the text (default: read stdin)")
     p.add_argument("--model", metavar="MODEL_DIR", help="use this model's tokenizer, vocabulary and length")
     p.add_argument("--max-length", type=_positive_int, help="pad/truncate to this length (default: the model's, else 20)")
     p.add_argument("--padding", choices=["post", "pre"], default="post")
     p.add_argument("--truncating", choices=["post", "pre", "head_tail"])
 
-    p = sub.add_parser("word2vec", help="train word vectors on texts (e.g. IMDB's unlabelled reviews)",
-                       description="Train word2vec (gensim) on the given texts, tokenized as textrnn does, and write "
-                                   "them in the word2vec text format, ready for --set model.pretrained_embeddings=FILE.")
-    p.add_argument("--data", action="append", required=True, metavar="PATH",
-                   help="texts to learn from: imdb:unsup, imdb:train, or a data file (repeatable)")
+    p = sub.add_parser(
+        "word2vec",
+        help="train word vectors on texts (e.g. IMDB's unlabelled reviews)",
+        description="Train word2vec (gensim) on the given texts, tokenized as textrnn does, and write "
+        "them in the word2vec text format, ready for --set model.pretrained_embeddings=FILE.",
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="texts to learn from: imdb:unsup, imdb:train, or a data file (repeatable)",
+    )
     p.add_argument("--output", "-o", required=True, metavar="FILE")
     p.add_argument("--dim", type=int, default=100, help="vector size (= model.embedding_dim)")
     p.add_argument("--epochs", type=int, default=5)
@@ -130,15 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imdb-path", metavar="PATH")
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("pretrain", help="pretrain the encoder as a language model on unlabelled texts (ULMFiT)",
-                       description="Train the configured model's embedding and recurrent layer as a language model "
-                                   "(bidirectional: a forward and a backward one) on the given texts, tokenized as textrnn "
-                                   "does, and write the encoder folder, ready for --set pretrain.encoder=DIR.")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain the encoder as a language model on unlabelled texts (ULMFiT)",
+        description="Train the configured model's embedding and recurrent layer as a language model "
+        "(bidirectional: a forward and a backward one) on the given texts, tokenized as textrnn "
+        "does, and write the encoder folder, ready for --set pretrain.encoder=DIR.",
+    )
     p.add_argument("data", nargs="+", metavar="DATA", help="texts to learn from: imdb:unsup, imdb:train, or a data file")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="the encoder folder to write")
     p.add_argument("--config", metavar="TOML", help="a recipe: its [text] and [model] settings shape the encoder")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                   help="override a setting, e.g. --set pretrain.epochs=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a setting, e.g. --set pretrain.epochs=2 (repeatable)",
+    )
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8)")
     p.add_argument("--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder")
@@ -146,47 +189,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an encoder already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    p = sub.add_parser("compare", help="the recurrent model and the order-blind MLP side by side",
-                       description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.")
-    p.add_argument("--recipe", action="append", default=[], metavar="TOML",
-                   help="also train this recipe on the same data, e.g. configs/seed.toml (repeatable)")
+    p = sub.add_parser(
+        "compare",
+        help="the recurrent model and the order-blind MLP side by side",
+        description="Train the configured RNN and a bag-of-embeddings MLP on the same data and report both.",
+    )
+    p.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help="also train this recipe on the same data, e.g. configs/seed.toml (repeatable)",
+    )
     _config_flags(p)
     p.add_argument("--output", "-o", metavar="DIR", help="keep both runs, compare.json and compare.png here")
     p.add_argument("--overwrite", action="store_true")
 
-    p = sub.add_parser("serve", help="serve a model over HTTP, with a web page",
-                       description="Start the HTTP app: POST /predict, POST /explain, GET /health, GET /model, the API "
-                                   "docs at /docs and a page at / to try the model in a browser.")
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP, with a web page",
+        description="Start the HTTP app: POST /predict, POST /explain, GET /health, GET /model, the API "
+        "docs at /docs and a page at / to try the model in a browser.",
+    )
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_positive_int, default=8000)
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="onnx: run the exported file with onnxruntime (see textrnn export)")
+    p.add_argument(
+        "--runtime", choices=["torch", "onnx"], default="torch", help="onnx: run the exported file with onnxruntime (see textrnn export)"
+    )
     p.add_argument("--onnx", metavar="FILE", help="the ONNX file for --runtime onnx (default: MODEL_DIR/model.onnx)")
     p.add_argument("--max-text-chars", type=_positive_int, default=50_000, metavar="N", help="longest text accepted (default: 50000)")
     p.add_argument("--max-batch", type=_positive_int, default=128, metavar="N", help="most texts in one /predict request (default: 128)")
     p.add_argument("--max-body-bytes", type=_positive_int, default=1_000_000, metavar="N", help="largest request body (default: 1000000)")
 
-    p = sub.add_parser("explain", help="which words made the prediction (occlusion)",
-                       description="Predict a text and score each token: the change in the predicted label's probability "
-                                   "when the token is replaced by <unk>.")
+    p = sub.add_parser(
+        "explain",
+        help="which words made the prediction (occlusion)",
+        description="Predict a text and score each token: the change in the predicted label's probability "
+        "when the token is replaced by <unk>.",
+    )
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("text", nargs="?", help="the text (default: read stdin)")
     p.add_argument("--html", metavar="FILE", help="also write the highlighted text as a self-contained HTML page")
     p.add_argument("--top", type=_positive_int, metavar="N", help="print only the N tokens with the largest scores")
     p.add_argument("--format", choices=["text", "json"], default="text")
 
-    p = sub.add_parser("report", help="one HTML page about a training run",
-                       description="Write a self-contained HTML report of a run: config, metrics, plots, and a sample of "
-                                   "misclassified test texts with their highlights.")
+    p = sub.add_parser(
+        "report",
+        help="one HTML page about a training run",
+        description="Write a self-contained HTML report of a run: config, metrics, plots, and a sample of "
+        "misclassified test texts with their highlights.",
+    )
     p.add_argument("run", metavar="RUN_DIR", help="the --output directory of textrnn train")
     p.add_argument("--output", "-o", metavar="FILE", help="where to write the page (default: RUN_DIR/report.html)")
     p.add_argument("--examples", type=int, default=10, metavar="N", help="misclassified test texts to show (default: 10; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample of misclassified texts")
 
-    p = sub.add_parser("export", help="export a model to ONNX",
-                       description="Write the network as ONNX (dynamic batch and sequence length; inputs ids and lengths, "
-                                   "int64) and check it against PyTorch with onnxruntime.")
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX",
+        description="Write the network as ONNX (dynamic batch and sequence length; inputs ids and lengths, "
+        "int64) and check it against PyTorch with onnxruntime.",
+    )
     p.add_argument("model", metavar="MODEL_DIR")
     p.add_argument("--onnx", metavar="FILE", help="the ONNX file to write (default: MODEL_DIR/model.onnx)")
     p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (default: 17)")
@@ -202,8 +266,13 @@ def _resolve_config(args) -> "Config":
             sets["data.test"] = None  # your own data: no IMDB test set unless asked
     if args.test is not None:
         sets["data.test"] = None if args.test.lower() == "none" else args.test
-    for flag, key in (("text_column", "data.text_column"), ("label_column", "data.label_column"),
-                      ("encoding", "data.encoding"), ("imdb_path", "data.imdb_path"), ("limit", "data.limit")):
+    for flag, key in (
+        ("text_column", "data.text_column"),
+        ("label_column", "data.label_column"),
+        ("encoding", "data.encoding"),
+        ("imdb_path", "data.imdb_path"),
+        ("limit", "data.limit"),
+    ):
         if getattr(args, flag, None) is not None:
             sets[key] = getattr(args, flag)
     config = config.override(sets) if sets else config
@@ -212,16 +281,29 @@ def _resolve_config(args) -> "Config":
 
 def _cmd_train(args) -> int:
     if args.resume:
-        given = [flag for flag, value in (("--config", args.config), ("--set", args.overrides), ("--train", args.train),
-                                          ("--test", args.test), ("--text-column", args.text_column),
-                                          ("--label-column", args.label_column), ("--encoding", args.encoding),
-                                          ("--imdb-path", args.imdb_path), ("--limit", args.limit),
-                                          ("--overwrite", args.overwrite)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--config", args.config),
+                ("--set", args.overrides),
+                ("--train", args.train),
+                ("--test", args.test),
+                ("--text-column", args.text_column),
+                ("--label-column", args.label_column),
+                ("--encoding", args.encoding),
+                ("--imdb-path", args.imdb_path),
+                ("--limit", args.limit),
+                ("--overwrite", args.overwrite),
+            )
+            if value
+        ]
         if given:
             raise TextRNNError(f"--resume continues a run with the config saved in it; drop {', '.join(given)}.")
         if args.output and Path(args.output).resolve() != Path(args.resume).resolve():
-            raise TextRNNError(f"--resume writes to the run it continues; drop --output (received: --output "
-                               f"{args.output!r} with --resume {args.resume!r}).")
+            raise TextRNNError(
+                f"--resume writes to the run it continues; drop --output (received: --output "
+                f"{args.output!r} with --resume {args.resume!r})."
+            )
         report = resume_run(args.resume, progress=not args.quiet)
     elif not args.output:
         raise TextRNNError("train needs --output DIR (or --resume RUN_DIR to continue an interrupted run).")
@@ -235,11 +317,13 @@ def _cmd_train(args) -> int:
 def _cmd_word2vec(args) -> int:
     t = TextConfig()
     tokenizer = Tokenizer.from_config(t)
-    texts = [x for spec in args.data
-             for x in load_data(spec, text_column=args.text_column, label_column=None, imdb_path=args.imdb_path).texts]
+    texts = [
+        x for spec in args.data for x in load_data(spec, text_column=args.text_column, label_column=None, imdb_path=args.imdb_path).texts
+    ]
     log.info("word2vec: %d texts", len(texts))
-    path = train_word2vec((tokenizer(x) for x in texts), args.output, dim=args.dim, epochs=args.epochs,
-                          min_count=args.min_count, seed=args.seed)
+    path = train_word2vec(
+        (tokenizer(x) for x in texts), args.output, dim=args.dim, epochs=args.epochs, min_count=args.min_count, seed=args.seed
+    )
     print(f"wrote {path}: use --set model.pretrained_embeddings={path} --set model.embedding_dim={args.dim}")
     return 0
 
@@ -261,10 +345,12 @@ def _cmd_pretrain(args) -> int:
         texts += (sample(data, d.limit, config.train.seed) if d.limit else data).texts
     path = pretrain_texts(texts, config, args.output, progress=not args.quiet, overwrite=args.overwrite)
     m = config.model
-    print(f"wrote {path}: fine-tune it with --set pretrain.encoder={path}, and the model settings it was "
-          f"pretrained with (the same --config, or --set model.cell={m.cell} --set model.embedding_dim={m.embedding_dim} "
-          f"--set model.hidden_size={m.hidden_size} --set model.num_layers={m.num_layers} "
-          f"--set model.bidirectional={str(m.bidirectional).lower()})")
+    print(
+        f"wrote {path}: fine-tune it with --set pretrain.encoder={path}, and the model settings it was "
+        f"pretrained with (the same --config, or --set model.cell={m.cell} --set model.embedding_dim={m.embedding_dim} "
+        f"--set model.hidden_size={m.hidden_size} --set model.num_layers={m.num_layers} "
+        f"--set model.bidirectional={str(m.bidirectional).lower()})"
+    )
     return 0
 
 
@@ -272,8 +358,7 @@ def _cmd_compare(args) -> int:
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise TextRNNError("compare runs in one process; under torchrun, use train (once per model).")
 
-    result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite,
-                         recipes=args.recipe)
+    result = compare_run(_resolve_config(args), args.output, progress=not args.quiet, overwrite=args.overwrite, recipes=args.recipe)
     print(format_compare(result))
     return 0
 
@@ -309,7 +394,7 @@ def _predict_proba(clf, texts: list[str], batch_size: int, progress: bool):
     t0, chunk, parts = time.perf_counter(), batch_size * 4, []
     with Progress(len(texts), "predict", "text") as bar:
         for start in range(0, len(texts), chunk):
-            parts.append(clf.predict_proba(texts[start:start + chunk], batch_size=batch_size))
+            parts.append(clf.predict_proba(texts[start : start + chunk], batch_size=batch_size))
             bar.update(len(parts[-1]))
     seconds = time.perf_counter() - t0
     log.info("predicted %d texts in %.1fs (%.0f texts/s)", len(texts), seconds, len(texts) / max(seconds, 1e-9))
@@ -329,8 +414,12 @@ def _cmd_predict(args) -> int:
     for text, p in zip(texts, proba):
         i = int(p.argmax())
         if args.format == "json":
-            out.write(json.dumps({"text": text, "label": clf.classes_[i],
-                                  "probabilities": {str(c): round(float(v), 6) for c, v in zip(clf.classes_, p)}}) + "\n")
+            out.write(
+                json.dumps(
+                    {"text": text, "label": clf.classes_[i], "probabilities": {str(c): round(float(v), 6) for c, v in zip(clf.classes_, p)}}
+                )
+                + "\n"
+            )
         else:
             short = text if len(text) <= 70 else text[:67] + "..."
             out.write(f"{clf.classes_[i]}\t{p[i]:.4f}\t{short}\n")
@@ -340,9 +429,18 @@ def _cmd_predict(args) -> int:
 def _stream_predict(args) -> int:
     if not args.input or args.texts:
         raise TextRNNError("--output streams a file: give it with --input (and no texts as arguments).")
-    predict_file(args.model, args.input, args.output, text_column=args.text_column, chunk_size=args.chunk_size,
-                 batch_size=args.batch_size, device=args.device, resume=args.resume, overwrite=args.overwrite,
-                 progress=not args.quiet)
+    predict_file(
+        args.model,
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -351,12 +449,10 @@ def _cmd_inspect(args) -> int:
     if text is None:
         raise TextRNNError("No text: give it as an argument or on stdin.")
     if args.model:
-
         clf = TextClassifier.load(args.model)
         tokenizer, vocab, tcfg = clf.tokenizer_, clf.vocab_, clf.config_.text
         source = f"the vocabulary of {args.model} ({len(vocab):,} tokens)"
     else:
-
         tcfg = TextConfig()
         tokenizer = Tokenizer(tcfg.lower, tcfg.strip_html, tcfg.normalize)
         vocab = Vocabulary.build([tokenizer(text)])
@@ -369,11 +465,15 @@ def _cmd_inspect(args) -> int:
     padded, lengths = pad([cut], max_length, padding=args.padding, truncating=truncating, head_fraction=tcfg.head_fraction)
     unknown = [t for t, i in zip(tokens, ids) if i == UNK_ID]
     print(f"1. raw text ({len(text)} characters)\n   {text!r}")
-    print(f"2. cleaned (lower={tokenizer.lower}, strip_html={tokenizer.strip_html}, normalize={tokenizer.normalize})\n"
-          f"   {tokenizer.clean(text)!r}")
+    print(
+        f"2. cleaned (lower={tokenizer.lower}, strip_html={tokenizer.strip_html}, normalize={tokenizer.normalize})\n"
+        f"   {tokenizer.clean(text)!r}"
+    )
     print(f"3. tokens ({len(tokens)})\n   {tokens}")
-    print(f"4. ids from {source}; unknown words -> {UNK_ID} (<unk>), marked *\n   "
-          + " ".join(f"{t}={i}{'*' if i == UNK_ID else ''}" for t, i in zip(tokens, ids)))
+    print(
+        f"4. ids from {source}; unknown words -> {UNK_ID} (<unk>), marked *\n   "
+        + " ".join(f"{t}={i}{'*' if i == UNK_ID else ''}" for t, i in zip(tokens, ids))
+    )
     if unknown:
         print(f"   unknown: {sorted(set(unknown))}")
     print(f"5. truncated to max_length={max_length} ({truncating}): {len(cut)} ids kept of {len(ids)}")
@@ -382,8 +482,16 @@ def _cmd_inspect(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    serve(args.model, host=args.host, port=args.port, runtime=args.runtime, onnx_path=args.onnx,
-          max_text_chars=args.max_text_chars, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        runtime=args.runtime,
+        onnx_path=args.onnx,
+        max_text_chars=args.max_text_chars,
+        max_batch=args.max_batch,
+        max_body_bytes=args.max_body_bytes,
+    )
     return 0
 
 
@@ -415,9 +523,19 @@ def _cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "inspect": _cmd_inspect,
-            "compare": _cmd_compare, "serve": _cmd_serve, "explain": _cmd_explain, "report": _cmd_report,
-            "export": _cmd_export, "word2vec": _cmd_word2vec, "pretrain": _cmd_pretrain}
+COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "inspect": _cmd_inspect,
+    "compare": _cmd_compare,
+    "serve": _cmd_serve,
+    "explain": _cmd_explain,
+    "report": _cmd_report,
+    "export": _cmd_export,
+    "word2vec": _cmd_word2vec,
+    "pretrain": _cmd_pretrain,
+}
 
 
 _LEVEL_SET = {"level": logging.NOTSET}  # the level main() last gave textrnn's logger
@@ -454,16 +572,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textrnn {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-
         if isinstance(e, TrainingInterrupted) and e.checkpoint_dir is not None:
-            print(f"textrnn {args.command}: interrupted: {e} Continue with: textrnn train --resume "
-                  f"{Path(e.checkpoint_dir).parent}", file=sys.stderr)
+            print(
+                f"textrnn {args.command}: interrupted: {e} Continue with: textrnn train --resume {Path(e.checkpoint_dir).parent}",
+                file=sys.stderr,
+            )
         else:
             print(f"textrnn {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
         if "torch.distributed" in sys.modules:  # leave the process group torchrun's train joined
-
             shutdown()
 
 

@@ -45,8 +45,11 @@ def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
 
 def _fraction(obj: Any, name: str, low_open: bool = False, high_open: bool = True) -> None:
     value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        (0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1))
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and ((0 < value if low_open else 0 <= value) and (value < 1 if high_open else value <= 1))
+    )
     if not ok:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
         raise ConfigError(f"{name} must be in {lo}0, 1{hi}. Received: {name}={value!r}")
@@ -61,10 +64,10 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     encoding: str = "utf-8"
-    imdb_path: str | None = None   # else $TEXTRNN_IMDB, else the cache, else download
-    limit: int | None = None       # train on a seeded sample of this many rows (quick runs)
+    imdb_path: str | None = None  # else $TEXTRNN_IMDB, else the cache, else download
+    limit: int | None = None  # train on a seeded sample of this many rows (quick runs)
     validation_split: float = 0.1
-    cache_tokens: bool = True      # cache tokenized corpora of 1,000+ texts (the slow part of preparation)
+    cache_tokens: bool = True  # cache tokenized corpora of 1,000+ texts (the slow part of preparation)
 
     def __post_init__(self) -> None:
         _positive(self, "limit")
@@ -78,11 +81,11 @@ class TextConfig:
     lower: bool = True
     strip_html: bool = True
     normalize: str | None = "NFKC"
-    max_vocab_size: int | None = 30000   # counts <pad> and <unk>
+    max_vocab_size: int | None = 30000  # counts <pad> and <unk>
     min_freq: int = 2
     max_length: int = 400
-    truncating: str = "head_tail"        # post | pre | head_tail
-    head_fraction: float = 0.25          # with head_tail: share of max_length kept from the start
+    truncating: str = "head_tail"  # post | pre | head_tail
+    head_fraction: float = 0.25  # with head_tail: share of max_length kept from the start
 
     def __post_init__(self) -> None:
         _positive(self, "max_vocab_size", "min_freq", "max_length")
@@ -99,24 +102,27 @@ class ModelConfig:
     bag-of-embeddings MLP (``arch="mlp"``)."""
 
     arch: str = "rnn"
-    cell: str = "lstm"               # or '+'-joined, e.g. "lstm+gru": an ensemble (see models.Ensemble)
+    cell: str = "lstm"  # or '+'-joined, e.g. "lstm+gru": an ensemble (see models.Ensemble)
     embedding_dim: int = 64
     hidden_size: int = 64
     num_layers: int = 1
     bidirectional: bool = True
-    dropout: float = 0.2             # between recurrent layers and before the output layer
-    embedding_dropout: float = 0.2   # drops whole embedding channels (spatial dropout)
-    pooling: str = "last+max+mean"   # '+'-joined subset of last, max, mean; "concat" = all three
+    dropout: float = 0.2  # between recurrent layers and before the output layer
+    embedding_dropout: float = 0.2  # drops whole embedding channels (spatial dropout)
+    pooling: str = "last+max+mean"  # '+'-joined subset of last, max, mean; "concat" = all three
     pretrained_embeddings: str | None = None
     embeddings_format: str = "auto"
     freeze_embeddings: bool = False
+
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise expected_one_of("arch", self.arch, ARCHS)
         if not isinstance(self.cell, str) or not self.cell or any(c not in CELLS for c in self.cell.split("+")):
             bad = next((c for c in str(self.cell).split("+") if c not in CELLS), self.cell)
-            raise ConfigError(f"Expected one of {{'gru', 'lstm', 'rnn'}}, or several '+'-joined for an ensemble "
-                              f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}." + did_you_mean(str(bad), CELLS))
+            raise ConfigError(
+                f"Expected one of {{'gru', 'lstm', 'rnn'}}, or several '+'-joined for an ensemble "
+                f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}." + did_you_mean(str(bad), CELLS)
+            )
         _positive(self, "embedding_dim", "hidden_size", "num_layers")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
@@ -125,11 +131,12 @@ class ModelConfig:
         parts = self.pooling.split("+") if isinstance(self.pooling, str) else [self.pooling]
         if not parts or any(p not in POOLINGS for p in parts) or len(set(parts)) != len(parts):
             bad = next((p for p in parts if p not in POOLINGS), self.pooling)
-            raise ConfigError(f"pooling must be '+'-joined names from {{'last', 'max', 'mean'}} or 'concat'. "
-                              f"Received: pooling={self.pooling!r}" + did_you_mean(str(bad), POOLINGS))
+            raise ConfigError(
+                f"pooling must be '+'-joined names from {{'last', 'max', 'mean'}} or 'concat'. "
+                f"Received: pooling={self.pooling!r}" + did_you_mean(str(bad), POOLINGS)
+            )
         if self.embeddings_format not in ("auto", "glove", "word2vec", "word2vec-binary", "fasttext"):
-            raise expected_one_of("embeddings_format", self.embeddings_format,
-                                  ("auto", "glove", "word2vec", "word2vec-binary", "fasttext"))
+            raise expected_one_of("embeddings_format", self.embeddings_format, ("auto", "glove", "word2vec", "word2vec-binary", "fasttext"))
 
     @property
     def poolings(self) -> list[str]:
@@ -144,12 +151,15 @@ class ModelConfig:
 def check_pretrainable(model: "ModelConfig") -> None:
     """Language-model pretraining needs the recurrent model; bidirectional, one layer only."""
     if model.arch != "rnn" or "+" in model.cell:
-        raise ConfigError(f"Language-model pretraining needs model.arch='rnn' and a single model.cell. "
-                          f"Received: arch={model.arch!r}, cell={model.cell!r}")
+        raise ConfigError(
+            f"Language-model pretraining needs model.arch='rnn' and a single model.cell. Received: arch={model.arch!r}, cell={model.cell!r}"
+        )
     if model.bidirectional and model.num_layers > 1:
-        raise ConfigError(f"Language-model pretraining of a bidirectional model needs num_layers=1 (a second layer "
-                          f"would show each direction the tokens it predicts). Received: num_layers={model.num_layers} "
-                          f"with bidirectional=true; use num_layers=1 or bidirectional=false.")
+        raise ConfigError(
+            f"Language-model pretraining of a bidirectional model needs num_layers=1 (a second layer "
+            f"would show each direction the tokens it predicts). Received: num_layers={model.num_layers} "
+            f"with bidirectional=true; use num_layers=1 or bidirectional=false."
+        )
 
 
 @dataclass
@@ -157,7 +167,7 @@ class TrainConfig:
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
-    schedule: str = "onecycle"       # constant | onecycle | linear (decay to 0)
+    schedule: str = "onecycle"  # constant | onecycle | linear (decay to 0)
     epochs: int = 3
     batch_size: int = 64
     clip_grad_norm: float | None = 1.0
@@ -207,13 +217,13 @@ class PretrainConfig:
     data: str | None = None
     encoder: str | None = None
     epochs: int = 1
-    bptt: int = 70                       # tokens per truncated-backpropagation chunk
-    batch_size: int = 64                 # parallel streams
+    bptt: int = 70  # tokens per truncated-backpropagation chunk
+    batch_size: int = 64  # parallel streams
     learning_rate: float = 3e-3
-    dropout: float = 0.1                 # on the embeddings and on the recurrent outputs
-    max_tokens: int | None = None        # train on at most this many tokens of the stream (budgets)
-    max_seconds: float | None = None     # stop after this long; the rate's cycle follows the clock
-    bf16_softmax: bool = False           # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
+    dropout: float = 0.1  # on the embeddings and on the recurrent outputs
+    max_tokens: int | None = None  # train on at most this many tokens of the stream (budgets)
+    max_seconds: float | None = None  # stop after this long; the rate's cycle follows the clock
+    bf16_softmax: bool = False  # bfloat16 autocast of the softmax on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
         _positive(self, "word2vec_epochs", "epochs", "bptt", "batch_size", "learning_rate", "max_tokens", "max_seconds")
@@ -227,7 +237,7 @@ class RuntimeConfig:
     # auto = cuda when torch sees a GPU, else cpu; or cpu, cuda, cuda:N. Under torchrun, auto and
     # cuda mean the GPU of the process's LOCAL_RANK. Checked for availability when training starts.
     device: str = "auto"
-    num_threads: int | None = None   # torch threads; None = one per core
+    num_threads: int | None = None  # torch threads; None = one per core
     # Arithmetic of the forward pass: "float32"; "bfloat16" (autocast: weights and optimizer stay
     # float32); "auto" = bfloat16 on a CPU that computes it natively (avx512_bf16 or AMX), where it
     # trains faster at the same validation accuracy (runtime.compute_dtype), else float32.
@@ -239,8 +249,10 @@ class RuntimeConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
-            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Received: device={self.device!r}"
-                              + did_you_mean(str(self.device), ("auto", "cpu", "cuda")))
+            raise ConfigError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'. Received: device={self.device!r}"
+                + did_you_mean(str(self.device), ("auto", "cpu", "cuda"))
+            )
         if self.precision not in PRECISIONS:
             raise expected_one_of("precision", self.precision, PRECISIONS)
         _positive(self, "num_threads", "checkpoint_every", "micro_batch_tokens")
@@ -250,12 +262,14 @@ class RuntimeConfig:
 # saved artifacts keep working, with one notice per key.
 MOVED = {
     **{f"model.{k}": f"pretrain.{k}" for k in ("word2vec_data", "word2vec_epochs")},
-    "model.pretrain_data": "pretrain.data", "model.pretrained_encoder": "pretrain.encoder",
-    **{f"model.pretrain_{k}": f"pretrain.{k}" for k in ("epochs", "bptt", "batch_size", "learning_rate", "dropout",
-                                                          "max_tokens", "max_seconds")},
+    "model.pretrain_data": "pretrain.data",
+    "model.pretrained_encoder": "pretrain.encoder",
+    **{
+        f"model.pretrain_{k}": f"pretrain.{k}"
+        for k in ("epochs", "bptt", "batch_size", "learning_rate", "dropout", "max_tokens", "max_seconds")
+    },
     "model.pretrain_bf16": "pretrain.bf16_softmax",
-    **{f"train.{k}": f"runtime.{k}" for k in ("device", "num_threads", "precision", "micro_batch_tokens",
-                                               "checkpoint_every")},
+    **{f"train.{k}": f"runtime.{k}" for k in ("device", "num_threads", "precision", "micro_batch_tokens", "checkpoint_every")},
 }
 _noticed: set[str] = set()
 
@@ -285,9 +299,11 @@ def _move_old_keys(d: dict, source: str, notify: bool = True) -> dict:
 def check_pretrain(model: "ModelConfig", pretrain: PretrainConfig) -> None:
     """The two ways of pretraining exclude each other; the language model needs a pretrainable model."""
     if (pretrain.data or pretrain.encoder) and (pretrain.word2vec_data or model.pretrained_embeddings):
-        raise ConfigError("A pretrained encoder (pretrain.data or pretrain.encoder) and pretrained vectors "
-                          "(pretrain.word2vec_data or model.pretrained_embeddings) both initialise the "
-                          "embedding; set one of them to none.")
+        raise ConfigError(
+            "A pretrained encoder (pretrain.data or pretrain.encoder) and pretrained vectors "
+            "(pretrain.word2vec_data or model.pretrained_embeddings) both initialise the "
+            "embedding; set one of them to none."
+        )
     if pretrain.data:
         check_pretrainable(model)
 
@@ -318,8 +334,10 @@ class Config:
         d = _move_old_keys(d, source, notify)
         unknown = [k for k in d if k not in cls.SECTIONS]
         if unknown:
-            raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections are {', '.join(cls.SECTIONS)}."
-                              + did_you_mean(unknown[0], cls.SECTIONS))
+            raise ConfigError(
+                f"{source}: unknown section {unknown[0]!r}; sections are {', '.join(cls.SECTIONS)}."
+                + did_you_mean(unknown[0], cls.SECTIONS)
+            )
         parts = {}
         for name in cls.SECTIONS:
             section_cls = _SECTION_TYPES[name]
@@ -368,14 +386,22 @@ class Config:
             dotted = _moved(dotted, "override") if dotted in MOVED else dotted
             section, _, key = dotted.partition(".")
             if section not in self.SECTIONS or not key:
-                raise ConfigError(f"Overrides look like section.key=value with section in {', '.join(self.SECTIONS)}. "
-                                  f"Received: {dotted!r}." + did_you_mean(section, self.SECTIONS))
+                raise ConfigError(
+                    f"Overrides look like section.key=value with section in {', '.join(self.SECTIONS)}. "
+                    f"Received: {dotted!r}." + did_you_mean(section, self.SECTIONS)
+                )
             d[section][key] = _parse_value(value) if isinstance(value, str) and not isinstance(assignments, dict) else value
         return Config.from_dict(d, source="override", notify=False)
 
 
-_SECTION_TYPES = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig,
-                  "pretrain": PretrainConfig, "runtime": RuntimeConfig}
+_SECTION_TYPES = {
+    "data": DataConfig,
+    "text": TextConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "pretrain": PretrainConfig,
+    "runtime": RuntimeConfig,
+}
 
 # Flat keyword names accepted by TextClassifier(...) -> "section.field": every field by its name
 # (the first section wins), and the [pretrain] ones also as pretrain_<name> (pretrain_epochs) and

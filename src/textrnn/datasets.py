@@ -77,16 +77,14 @@ _SUPPORTED = ", ".join(TABLE_SUFFIXES) + ", or a folder with one sub-folder of .
 @dataclass
 class Dataset:
     """Texts and their labels (``None`` each for unlabelled data), as parallel lists."""
+
     texts: list[str]
     labels: list
     name: str = ""
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise DataError(
-                f"texts and labels must have the same length. "
-                f"Received: {len(self.texts)} texts and {len(self.labels)} labels."
-            )
+            raise DataError(f"texts and labels must have the same length. Received: {len(self.texts)} texts and {len(self.labels)} labels.")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -102,9 +100,7 @@ def _imdb_cache() -> Path:
 # ---------------------------------------------------------------------------------- IMDB: find
 
 
-def locate_imdb(
-    path: str | os.PathLike | None = None, download: bool = True, progress: bool = True
-) -> Path:
+def locate_imdb(path: str | os.PathLike | None = None, download: bool = True, progress: bool = True) -> Path:
     """Find the IMDB data (archive or extracted ``aclImdb`` folder), downloading it if allowed.
 
     Order: ``path``, then ``$TEXTRNN_IMDB``, then ``<cache>/imdb/aclImdb_v1.tar.gz``, then a
@@ -121,9 +117,7 @@ def locate_imdb(
         _check_sidecar(cached)
         return cached
     if not download:
-        raise DataError(
-            f"The IMDB archive was not found and downloading is off. {_where_to_put(cached)}"
-        )
+        raise DataError(f"The IMDB archive was not found and downloading is off. {_where_to_put(cached)}")
     _download(IMDB_URL, cached, IMDB_MD5, progress=progress)
     return cached
 
@@ -173,9 +167,7 @@ def _check_sidecar(archive: Path) -> None:
     text = sidecar.read_text(encoding="utf-8", errors="replace").strip()
     expected = text.split()[0].lower() if text else ""
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise DataError(
-            f"{sidecar} is not a sha256sum file: expected 64 hex digits first. Received: {text[:80]!r}."
-        )
+        raise DataError(f"{sidecar} is not a sha256sum file: expected 64 hex digits first. Received: {text[:80]!r}.")
     st = archive.stat()
     key = (str(archive.resolve()), st.st_size, st.st_mtime_ns, expected)
     if key in _verified:
@@ -222,14 +214,11 @@ def _download(url: str, target: Path, md5: str, progress: bool = True) -> None:
                         bar.update(len(chunk))
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise DataError(
-                f"Could not download the IMDB archive from {url} ({reason}). {_where_to_put(target)}"
-            ) from exc
+            raise DataError(f"Could not download the IMDB archive from {url} ({reason}). {_where_to_put(target)}") from exc
         actual = digest.hexdigest()
         if actual != md5:
             raise DataError(
-                f"The downloaded IMDB archive is damaged: expected md5 {md5}, received {actual}. "
-                f"Try again later. {_where_to_put(target)}"
+                f"The downloaded IMDB archive is damaged: expected md5 {md5}, received {actual}. Try again later. {_where_to_put(target)}"
             )
         os.replace(tmp, target)
     finally:
@@ -256,9 +245,7 @@ def _record(part: str, folder: str, stem: str, raw: bytes, where: str) -> dict |
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(
-            f"IMDB review {where} is not valid UTF-8 ({exc.reason} at byte {exc.start})."
-        ) from exc
+        raise DataError(f"IMDB review {where} is not valid UTF-8 ({exc.reason} at byte {exc.start}).") from exc
     match = _STEM.fullmatch(stem)
     return {
         "split": split,
@@ -272,6 +259,7 @@ def _record(part: str, folder: str, stem: str, raw: bytes, where: str) -> dict |
 
 class _CountingReader:
     """A read-only file wrapper that advances a progress bar by the bytes read."""
+
     def __init__(self, raw: BinaryIO, bar: Any) -> None:
         self._raw, self._bar = raw, bar
 
@@ -284,14 +272,18 @@ class _CountingReader:
 def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
     """Review records from the archive, in one streaming pass (random access is ~6x slower)."""
     try:
-        with open(archive, "rb") as raw, tqdm(
-            total=archive.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            desc="Parsing IMDB (once)",
-            disable=not (progress and on_terminal()),  # plain lines in a log: no redraws
-        # typeshed's fileobj protocol also asks for write, seek, tell and close, which a stream ("r|gz") never calls
-        ) as bar, tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:  # type: ignore[call-overload]
+        with (
+            open(archive, "rb") as raw,
+            tqdm(
+                total=archive.stat().st_size,
+                unit="B",
+                unit_scale=True,
+                desc="Parsing IMDB (once)",
+                disable=not (progress and on_terminal()),  # plain lines in a log: no redraws
+            ) as bar,
+            # typeshed's fileobj protocol also asks for write, seek, tell and close, which a stream ("r|gz") never calls
+            tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar,  # type: ignore[call-overload]
+        ):
             for member in tar:
                 match = _REVIEW.search(member.name)
                 if not (match and member.isfile()):
@@ -304,9 +296,7 @@ def _parse_archive(archive: Path, progress: bool) -> Iterator[dict]:
                 if record is not None:
                     yield record
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(
-            f"Cannot read the IMDB archive {archive}: {_first_line(exc)}. Fetch it again."
-        ) from exc
+        raise DataError(f"Cannot read the IMDB archive {archive}: {_first_line(exc)}. Fetch it again.") from exc
 
 
 def _parse_folder(root: Path, progress: bool) -> Iterator[dict]:
@@ -486,15 +476,10 @@ def _decode(data: bytes, name: str, encoding: str) -> str:
 
 
 def missing_column(name: str, column: str, role: str, found: Sequence[str]) -> DataError:
-    return DataError(
-        f"{name}: no {role} column {column!r}; columns found: {list(found)}."
-        + did_you_mean(column, found)
-    )
+    return DataError(f"{name}: no {role} column {column!r}; columns found: {list(found)}." + did_you_mean(column, found))
 
 
-def _csv_columns(
-    content: str, name: str, delimiter: str, text_column: str, label_column: str | None
-) -> tuple[list, list]:
+def _csv_columns(content: str, name: str, delimiter: str, text_column: str, label_column: str | None) -> tuple[list, list]:
     # Reviews can be long; the csv module's default cap (128 KiB a field) would reject them.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
@@ -525,8 +510,28 @@ def _csv_columns(
 
 
 # pandas' default missing-value markers (read_csv na_values), for label cells of CSV/TSV files
-_NA_CELLS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+_NA_CELLS = frozenset(
+    {
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 
 
 def _column_index(header: list[str], column: str, role: str, name: str) -> int:
@@ -535,9 +540,7 @@ def _column_index(header: list[str], column: str, role: str, name: str) -> int:
     return header.index(column)
 
 
-def _jsonl_columns(
-    content: str, name: str, text_column: str, label_column: str | None
-) -> tuple[list, list]:
+def _jsonl_columns(content: str, name: str, text_column: str, label_column: str | None) -> tuple[list, list]:
     texts: list = []
     labels: list = []
     seen: dict[str, None] = {}  # the keys met, in order, for error messages
@@ -549,16 +552,11 @@ def _jsonl_columns(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{name}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})."
-            ) from exc
+            raise DataError(f"{name}: line {number} is not valid JSON ({exc.msg}, column {exc.colno}).") from exc
         except (ValueError, RecursionError) as exc:  # a number of 4,300+ digits; nesting too deep
             raise DataError(f"{name}: line {number} is not valid JSON ({_first_line(exc)}).") from exc
         if not isinstance(obj, dict):
-            raise DataError(
-                f"{name}: line {number} is not a JSON object. "
-                f"Received: {type(obj).__name__} {line.strip()[:40]!r}."
-            )
+            raise DataError(f"{name}: line {number} is not a JSON object. Received: {type(obj).__name__} {line.strip()[:40]!r}.")
         seen.update(dict.fromkeys(obj))
         has_text = has_text or text_column in obj
         texts.append(obj.get(text_column))
@@ -701,9 +699,7 @@ def _label_keys(labels: Sequence) -> list[int] | None:
     return keys
 
 
-def train_validation_split(
-    texts: Sequence[str], labels: Sequence, fraction: float, seed: int
-) -> tuple[Dataset, Dataset]:
+def train_validation_split(texts: Sequence[str], labels: Sequence, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split off ``fraction`` of the rows for validation, stratified by label where possible.
 
     Falls back to a plain random split when some class has fewer than two examples. Both parts
@@ -712,21 +708,14 @@ def train_validation_split(
 
     texts, labels = list(texts), list(labels)  # copies: the caller's sequences stay untouched
     if len(texts) != len(labels):
-        raise DataError(
-            f"texts and labels must have the same length. "
-            f"Received: {len(texts)} texts and {len(labels)} labels."
-        )
+        raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels.")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise DataError(
-            f"The validation fraction must be between 0 and 1, exclusive. "
-            f"Received: fraction={fraction!r}."
-        )
+        raise DataError(f"The validation fraction must be between 0 and 1, exclusive. Received: fraction={fraction!r}.")
     n = len(texts)
     n_val = math.ceil(fraction * n)  # sklearn's own rounding for a float test_size
     if n < 2 or n_val >= n:
         raise DataError(
-            f"Too few rows to split off a validation set: {n} rows with fraction={fraction} "
-            f"leaves an empty training or validation part."
+            f"Too few rows to split off a validation set: {n} rows with fraction={fraction} leaves an empty training or validation part."
         )
     keys = _label_keys(labels)
     stratify = None
@@ -738,12 +727,8 @@ def train_validation_split(
         # sklearn needs two of each class and room for every class on both sides.
         if min(counts.values()) >= 2 and n_classes <= n_val and n_classes <= n - n_val:
             stratify = keys
-    train_idx, val_idx = train_test_split(
-        list(range(n)), test_size=fraction, random_state=seed, shuffle=True, stratify=stratify
-    )
-    return _subset(texts, labels, sorted(train_idx), "train"), _subset(
-        texts, labels, sorted(val_idx), "validation"
-    )
+    train_idx, val_idx = train_test_split(list(range(n)), test_size=fraction, random_state=seed, shuffle=True, stratify=stratify)
+    return _subset(texts, labels, sorted(train_idx), "train"), _subset(texts, labels, sorted(val_idx), "validation")
 
 
 def _subset(texts: list, labels: list, indices: Sequence[int], name: str) -> Dataset:

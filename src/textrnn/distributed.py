@@ -79,8 +79,7 @@ def current() -> Context:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return Context()
     env = from_env()
-    return Context(torch.distributed.get_rank(), torch.distributed.get_world_size(), env.local_rank,
-                   env.local_world_size)
+    return Context(torch.distributed.get_rank(), torch.distributed.get_world_size(), env.local_rank, env.local_world_size)
 
 
 def init(device: str = "auto") -> Context:
@@ -101,8 +100,10 @@ def init(device: str = "auto") -> Context:
     except (ValueError, RuntimeError) as e:  # no MASTER_ADDR, a port taken, a peer unreachable
         where = ", ".join(f"{k}={os.environ.get(k)}" for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"Could not join the process group the environment describes ({where}): {first}. "
-                          f"Start several processes with torchrun, e.g. torchrun --nproc-per-node 2 -m textrnn train ...") from None
+        raise ConfigError(
+            f"Could not join the process group the environment describes ({where}): {first}. "
+            f"Start several processes with torchrun, e.g. torchrun --nproc-per-node 2 -m textrnn train ..."
+        ) from None
     log.info("distributed: rank %d of %d (%s, %s)", ctx.rank, ctx.world_size, backend, dev)
     return current()
 

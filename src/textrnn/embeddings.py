@@ -168,8 +168,7 @@ def _decode(raw: bytes, lineno: int, where: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(
-            f"{where}: line {lineno} is not valid UTF-8 "
-            f"(byte {raw[e.start:e.start + 1]!r} at column {e.start + 1})."
+            f"{where}: line {lineno} is not valid UTF-8 (byte {raw[e.start : e.start + 1]!r} at column {e.start + 1})."
         ) from None
     if lineno == 1:
         text = text.lstrip("\ufeff")
@@ -189,8 +188,9 @@ def _header(text: str, where: str, lineno: int) -> tuple[int, int]:
     return parsed
 
 
-def _word_and_values(text: str, dim: int, where: str, lineno: int, first_line: int,
-                     first_looks_like_header: bool) -> tuple[str, str | list[str]]:
+def _word_and_values(
+    text: str, dim: int, where: str, lineno: int, first_line: int, first_looks_like_header: bool
+) -> tuple[str, str | list[str]]:
     """A vector line's word, and its values: the rest of the line (split only if the word is
     kept) or, for a word with spaces (GloVe 840B has a few), the last ``dim`` fields."""
     if text.count(" ") == dim:
@@ -199,10 +199,7 @@ def _word_and_values(text: str, dim: int, where: str, lineno: int, first_line: i
     parts = text.split(" ")
     if len(parts) - 1 < dim or all(_is_number(p) for p in parts[1 : len(parts) - dim]):
         hint = " Line 1 looks like a word2vec header: use format='word2vec'." if first_looks_like_header else ""
-        raise DataError(
-            f"{where}: line {lineno} has {len(parts) - 1} values; expected {dim}, "
-            f"the dimension of line {first_line}.{hint}"
-        )
+        raise DataError(f"{where}: line {lineno} has {len(parts) - 1} values; expected {dim}, the dimension of line {first_line}.{hint}")
     return " ".join(parts[: len(parts) - dim]), parts[len(parts) - dim :]
 
 
@@ -267,9 +264,7 @@ def _read_text(
     return words, rows.array()
 
 
-def _read_binary(
-    fh: io.BufferedIOBase, path: Path, keep: Callable[[str], bool] | None, lowercase: bool
-) -> tuple[list[str], np.ndarray]:
+def _read_binary(fh: io.BufferedIOBase, path: Path, keep: Callable[[str], bool] | None, lowercase: bool) -> tuple[list[str], np.ndarray]:
     """word2vec binary: ``b"count dim\\n"``, then per word ``word + b" "`` + dim little-endian
     float32, and an optional ``b"\\n"``."""
     where = str(path)
@@ -284,10 +279,7 @@ def _read_binary(
         hint = ""
         if head.startswith(_FASTTEXT_MAGIC):
             hint = " This is a fastText model .bin: use its .vec file (format='fasttext')."
-        raise DataError(
-            f"{where}: the word2vec binary header 'count dim' is missing. "
-            f"Received: {head[:40]!r}.{hint}"
-        )
+        raise DataError(f"{where}: the word2vec binary header 'count dim' is missing. Received: {head[:40]!r}.{hint}")
     count, dim = parsed
     if dim < 1:
         raise DataError(f"{where}: the header gives dimension {dim}; expected >= 1.")
@@ -303,10 +295,7 @@ def _read_binary(
             while space < 0 or len(buf) - space - 1 < width:
                 more = fh.read(_CHUNK)
                 if not more:
-                    raise DataError(
-                        f"{where}: the header promises {count} vectors but the file ends "
-                        f"in vector {i + 1}; is it truncated?"
-                    )
+                    raise DataError(f"{where}: the header promises {count} vectors but the file ends in vector {i + 1}; is it truncated?")
                 buf = buf[pos:] + more
                 pos = 0
                 space = buf.find(b" ")
@@ -353,8 +342,7 @@ def write_vectors(
     for word in words:
         if not word or "\n" in word or (binary and " " in word):
             raise DataError(
-                f"A word cannot be empty or hold a newline{' or a space' if binary else ''} "
-                f"in {format} files. Received: {word!r}."
+                f"A word cannot be empty or hold a newline{' or a space' if binary else ''} in {format} files. Received: {word!r}."
             )
     dim = vectors.shape[1]
 
@@ -493,22 +481,24 @@ def load_pretrained(
     """Read only the vectors ``tokens`` can use (any case variant) and align them."""
     wanted = set(tokens)
     folded = {t.lower() for t in tokens}
-    words, vectors = _read(
-        path, format, keep=lambda w: w in wanted or w.lower() in folded, lowercase=False
-    )
+    words, vectors = _read(path, format, keep=lambda w: w in wanted or w.lower() in folded, lowercase=False)
     result = align(tokens, words, vectors, seed=seed)
     logger.info(
         "Pretrained vectors %s: %d of %d tokens found (%.1f%%), dimension %d",
-        path, result.found, result.total, 100 * result.coverage, result.dim,
+        path,
+        result.found,
+        result.total,
+        100 * result.coverage,
+        result.dim,
     )
     if result.total and not result.found:
         logger.warning(
-            "No token has a vector in %s: check the file's format and casing against the "
-            "tokenizer's (first tokens missing: %s)", path, result.missing[:5],
+            "No token has a vector in %s: check the file's format and casing against the tokenizer's (first tokens missing: %s)",
+            path,
+            result.missing[:5],
         )
     elif result.missing:
-        logger.debug("Tokens without a pretrained vector (first %d): %s",
-                     len(result.missing), result.missing)
+        logger.debug("Tokens without a pretrained vector (first %d): %s", len(result.missing), result.missing)
     return result
 
 
@@ -533,29 +523,31 @@ def train_word2vec(
     Runs are repeatable only with ``workers=1`` and a fixed ``PYTHONHASHSEED`` (gensim's rule).
     """
     for name, value, least in (
-        ("dim", dim, 1), ("window", window, 1), ("min_count", min_count, 1),
-        ("epochs", epochs, 1), ("workers", workers, 1),
+        ("dim", dim, 1),
+        ("window", window, 1),
+        ("min_count", min_count, 1),
+        ("epochs", epochs, 1),
+        ("workers", workers, 1),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"Expected an integer {name} >= {least}. Received: {name}={value!r}.")
     try:
         from gensim.models import Word2Vec  # noqa: PLC0415  (optional extra: textrnn[word2vec])
     except ImportError:
-        raise ConfigError(
-            "Training word2vec needs gensim, which is not installed: "
-            "pip install 'textrnn[word2vec]'."
-        ) from None
+        raise ConfigError("Training word2vec needs gensim, which is not installed: pip install 'textrnn[word2vec]'.") from None
     if iter(token_lists) is token_lists:  # gensim reads the corpus once per epoch, plus once
         token_lists = list(token_lists)
     model = Word2Vec(
-        vector_size=dim, window=window, min_count=min_count, sg=int(bool(sg)),
-        workers=workers, seed=seed,
+        vector_size=dim,
+        window=window,
+        min_count=min_count,
+        sg=int(bool(sg)),
+        workers=workers,
+        seed=seed,
     )
     model.build_vocab(token_lists)
     if not model.wv.index_to_key:
-        raise DataError(
-            f"No word occurs at least min_count={min_count} times in the texts given to word2vec."
-        )
+        raise DataError(f"No word occurs at least min_count={min_count} times in the texts given to word2vec.")
     model.train(token_lists, total_examples=model.corpus_count, epochs=epochs)
     logger.info("word2vec: %d words of dimension %d", len(model.wv.index_to_key), dim)
     return write_vectors(output_path, model.wv.index_to_key, model.wv.vectors, "word2vec")

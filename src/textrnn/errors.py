@@ -49,6 +49,5 @@ def expected_one_of(name: str, received: object, choices: Iterable[str]) -> Conf
     """Keras-style message: ``Expected one of {...}. Received: name='x'``."""
     choices = sorted(choices)
     return ConfigError(
-        f"Expected one of {{{', '.join(repr(c) for c in choices)}}}. Received: {name}={received!r}."
-        + did_you_mean(str(received), choices)
+        f"Expected one of {{{', '.join(repr(c) for c in choices)}}}. Received: {name}={received!r}." + did_you_mean(str(received), choices)
     )

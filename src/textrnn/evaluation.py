@@ -55,8 +55,7 @@ def format_report(m: dict, title: str = "") -> str:
     lines.append(f"  {'macro':<{width}} {m['precision_macro']:9.4f} {m['recall_macro']:7.4f} {m['f1_macro']:7.4f} {m['n']:8d}")
     cm = m["confusion_matrix"]
     cw = max(width, max(len(str(v)) for r in cm for v in r))
-    lines += ["", "  confusion (rows: true, columns: predicted)",
-              "  " + " " * (width + 1) + " ".join(f"{str(c):>{cw}}" for c in classes)]
+    lines += ["", "  confusion (rows: true, columns: predicted)", "  " + " " * (width + 1) + " ".join(f"{str(c):>{cw}}" for c in classes)]
     for c, r in zip(classes, cm):
         lines.append(f"  {str(c):<{width}} " + " ".join(f"{v:>{cw}}" for v in r))
     return "\n".join(lines)

@@ -43,7 +43,7 @@ def _batched_logits(clf: Any, ids: np.ndarray, lengths: np.ndarray) -> np.ndarra
     rows = max(1, _MAX_BATCH_TOKENS // max(ids.shape[1], 1))
     if len(ids) <= rows:
         return forward_ids(clf, ids, lengths)
-    return np.concatenate([forward_ids(clf, ids[i:i + rows], lengths[i:i + rows]) for i in range(0, len(ids), rows)])
+    return np.concatenate([forward_ids(clf, ids[i : i + rows], lengths[i : i + rows]) for i in range(0, len(ids), rows)])
 
 
 def explain(clf: Any, text: str) -> dict:
@@ -66,7 +66,7 @@ def explain(clf: Any, text: str) -> dict:
     T = max(len(ids), 1)
     # row 0: the text; row 1 + j: the text with kept token j replaced by <unk>
     batch = np.zeros((len(ids) + 1, T), dtype=np.int64)  # (1+n, T)
-    batch[:, :len(ids)] = ids
+    batch[:, : len(ids)] = ids
     if len(ids):
         batch[np.arange(1, len(ids) + 1), np.arange(len(ids))] = UNK_ID
     lengths = np.full(len(batch), len(ids), dtype=np.int64)
@@ -93,9 +93,12 @@ def explain(clf: Any, text: str) -> dict:
 def format_text(explanation: dict, top: int | None = None) -> str:
     """The explanation as lines for a terminal: the prediction, then each token with its score."""
     e = explanation
-    lines = [f"label: {e['label']}  probability {e['probability']:.4f}  ("
-             + ", ".join(f"{c} {p:.4f}" for c, p in e["probabilities"].items()) + ")",
-             f"score = change in P({e['label']}) when the token is replaced by <unk>; + supports, - opposes"]
+    lines = [
+        f"label: {e['label']}  probability {e['probability']:.4f}  ("
+        + ", ".join(f"{c} {p:.4f}" for c, p in e["probabilities"].items())
+        + ")",
+        f"score = change in P({e['label']}) when the token is replaced by <unk>; + supports, - opposes",
+    ]
     rows = list(zip(e["tokens"], e["scores"], e["seen"], e["unknown"]))
     if top:
         rows = sorted(rows, key=lambda r: -abs(r[1]))[:top]
@@ -143,12 +146,20 @@ def highlight(explanation: dict) -> str:
     for tok, score, seen in zip(e["tokens"], e["scores"], e["seen"]):
         title = f"{score:+.4f}" if seen else "not seen: cut by max_length"
         cls = "tok" if seen else "tok unseen"
-        pieces.append((tok, f'<span class="{cls}" style="background:{token_color(score, scale)}" '
-                            f'title="{html.escape(title)}" data-score="{score:.6f}">{html.escape(tok)}</span>'))
+        pieces.append(
+            (
+                tok,
+                f'<span class="{cls}" style="background:{token_color(score, scale)}" '
+                f'title="{html.escape(title)}" data-score="{score:.6f}">{html.escape(tok)}</span>',
+            )
+        )
     label = html.escape(str(e["label"]))
-    legend = (f'<div class="legend"><span class="sw" style="background:rgba(22,163,74,.7)"></span>pushed toward '
-              f'<b>{label}</b><span class="sw" style="background:rgba(220,38,38,.7)"></span>pushed away from it'
-              + (" &middot; struck-through words were cut by max_length" if e["truncated"] else "") + "</div>")
+    legend = (
+        f'<div class="legend"><span class="sw" style="background:rgba(22,163,74,.7)"></span>pushed toward '
+        f'<b>{label}</b><span class="sw" style="background:rgba(220,38,38,.7)"></span>pushed away from it'
+        + (" &middot; struck-through words were cut by max_length" if e["truncated"] else "")
+        + "</div>"
+    )
     return f'<div class="textrnn-explain">{legend}<div class="text">{_join(pieces)}</div></div>'
 
 
@@ -165,7 +176,7 @@ h1{{font-size:1.3em}} .pred{{font-size:1.1em;margin:.5em 0 1em}} .muted{{color:#
 {CSS}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<div class="pred">Predicted <b>{html.escape(str(e['label']))}</b> with probability {e['probability']:.3f}
+<div class="pred">Predicted <b>{html.escape(str(e["label"]))}</b> with probability {e["probability"]:.3f}
 <span class="muted">({probs})</span></div>
 {highlight(e)}
 <p class="muted">Score of a word: how much the probability of the predicted label drops when the word is

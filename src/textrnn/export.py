@@ -63,8 +63,7 @@ def _export_module(model):
     return model.eval()
 
 
-def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = None, opset: int = 17,
-                check: bool = True) -> dict:
+def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = None, opset: int = 17, check: bool = True) -> dict:
     """Export the model in ``model_dir`` to ONNX at ``path`` (default ``model_dir/model.onnx``).
 
     With ``check`` (and onnxruntime installed) the file is run on a batch of mixed lengths and
@@ -92,10 +91,16 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
             # the TorchScript-based exporter: it maps nn.LSTM/GRU/RNN to ONNX's own ops with a dynamic
             # sequence axis (the torch.export-based one needs onnxscript and unrolls loops)
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (ids, lengths), str(tmp), dynamo=False, input_names=list(INPUTS),
-                              output_names=[OUTPUT], opset_version=opset,
-                              dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"},
-                                            "logits": {0: "batch"}})
+            torch.onnx.export(
+                module,
+                (ids, lengths),
+                str(tmp),
+                dynamo=False,
+                input_names=list(INPUTS),
+                output_names=[OUTPUT],
+                opset_version=opset,
+                dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
+            )
         _stamp(tmp, clf, model_dir)
         os.replace(tmp, path)
     except BaseException:
@@ -117,8 +122,12 @@ def _stamp(path: Path, clf, model_dir) -> None:
     import onnx  # noqa: PLC0415  (optional extra: textrnn[onnx])
 
     proto = onnx.load(str(path))
-    meta = {"textrnn_version": __version__, "labels": json.dumps(clf.classes_),
-            "vocab_size": str(len(clf.vocab_)), "weights_sha256": weights_digest(model_dir) or ""}
+    meta = {
+        "textrnn_version": __version__,
+        "labels": json.dumps(clf.classes_),
+        "vocab_size": str(len(clf.vocab_)),
+        "weights_sha256": weights_digest(model_dir) or "",
+    }
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -145,8 +154,7 @@ class OnnxClassifier:
     ``encode`` and ``forward_ids``, with the tokenizer, vocabulary and labels of the artifact
     directory. Inference runs in onnxruntime only; the weights file is not read."""
 
-    def __init__(self, model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None,
-                 num_threads: int | None = None):
+    def __init__(self, model_dir: str | os.PathLike, onnx_path: str | os.PathLike | None = None, num_threads: int | None = None):
         try:
             import onnxruntime as ort  # noqa: PLC0415  (optional extra: textrnn[onnx])
         except ImportError:
@@ -171,11 +179,15 @@ class OnnxClassifier:
         stamp = self.session_.get_modelmeta().custom_metadata_map
         digest = weights_digest(model_dir)
         if stamp.get("weights_sha256") and digest and stamp["weights_sha256"] != digest:
-            raise ArtifactError(f"{str(onnx_path)!r} was exported from another model than {str(model_dir)!r} "
-                                f"(the weights differ); export it again: textrnn export {model_dir} --onnx {onnx_path}")
+            raise ArtifactError(
+                f"{str(onnx_path)!r} was exported from another model than {str(model_dir)!r} "
+                f"(the weights differ); export it again: textrnn export {model_dir} --onnx {onnx_path}"
+            )
         if stamp.get("vocab_size") and int(stamp["vocab_size"]) != len(self.vocab_):
-            raise ArtifactError(f"{str(onnx_path)!r} expects a vocabulary of {stamp['vocab_size']} tokens but "
-                                f"{str(model_dir / 'vocab.txt')!r} has {len(self.vocab_)}")
+            raise ArtifactError(
+                f"{str(onnx_path)!r} expects a vocabulary of {stamp['vocab_size']} tokens but "
+                f"{str(model_dir / 'vocab.txt')!r} has {len(self.vocab_)}"
+            )
         self.onnx_path_ = onnx_path
         self._lock = threading.Lock()
 

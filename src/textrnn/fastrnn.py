@@ -44,9 +44,9 @@ from .runtime import cpu_info
 log = logging.getLogger("textrnn")
 
 ENV = "TEXTRNN_FAST_RNN"
-MIN_ROWS = 16          # below this the per-step Python loop costs more than it saves
-GEMM_ROWS = 32         # the recurrent product's row count is rounded up to a multiple of this
-MAX_HIDDEN = 1024      # the kernel's per-row scratch
+MIN_ROWS = 16  # below this the per-step Python loop costs more than it saves
+GEMM_ROWS = 32  # the recurrent product's row count is rounded up to a multiple of this
+MAX_HIDDEN = 1024  # the kernel's per-row scratch
 MAX_TABLE_BYTES = 512 * 2**20  # a larger vocabulary projects its embeddings per batch instead
 _SOURCE = Path(__file__).with_name("kernels") / "rnn.c"
 # -fno-trapping-math (as PyTorch itself is built) lets gcc turn the clamps in exp into vector
@@ -164,16 +164,27 @@ def supports(model) -> bool:
     if not isinstance(model, RNNClassifier):
         return False
     c = model.config
-    return (c.cell in ("lstm", "gru") and c.hidden_size <= MAX_HIDDEN and model.embedding.weight.dtype == torch.float32
-            and library() is not None)
+    return (
+        c.cell in ("lstm", "gru")
+        and c.hidden_size <= MAX_HIDDEN
+        and model.embedding.weight.dtype == torch.float32
+        and library() is not None
+    )
 
 
 def applies(model, ids: torch.Tensor) -> bool:
     """Whether this call (CPU inference on a batch of at least MIN_ROWS texts) takes this path."""
-    return (not model.training and not torch.is_grad_enabled() and ids.device.type == "cpu"
-            and ids.dim() == 2 and ids.shape[0] >= MIN_ROWS
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.onnx.is_in_onnx_export()
-            and supports(model))
+    return (
+        not model.training
+        and not torch.is_grad_enabled()
+        and ids.device.type == "cpu"
+        and ids.dim() == 2
+        and ids.shape[0] >= MIN_ROWS
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.onnx.is_in_onnx_export()
+        and supports(model)
+    )
 
 
 def _version(p: torch.Tensor) -> int:
@@ -261,8 +272,18 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
             pmax = torch.full((B, H), float("-inf")) if top and "max" in c.poolings else None
             psum = torch.zeros(B, H) if top and "mean" in c.poolings else None
             ptr = lambda a: a.data_ptr() if a is not None else None  # noqa: E731
-            args = (ptr(lengths), ptr(table), ptr(rows), ptr(hh), ptr(h), ptr(cstate),
-                    out.data_ptr() + 4 * d * H if out is not None else None, dirs * H, ptr(pmax), ptr(psum))
+            args = (
+                ptr(lengths),
+                ptr(table),
+                ptr(rows),
+                ptr(hh),
+                ptr(h),
+                ptr(cstate),
+                out.data_ptr() + 4 * d * H if out is not None else None,
+                dirs * H,
+                ptr(pmax),
+                ptr(psum),
+            )
             w_hh, b_hh = w["w_hh"][k], w["b_hh"][k]
             for t in range(steps):
                 n = int(running[t])

@@ -31,8 +31,9 @@ def forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch
     return logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
 
 
-def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 512,
-                   precision: str = "auto", workers: int | None = None) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 512, precision: str = "auto", workers: int | None = None
+) -> np.ndarray:
     """Logits (N, C) in input order. Batches are length-sorted, so padding is minimal and masked.
     On a CPU the batches run side by side, ``workers`` of them (default: one per torch thread),
     each on one core (see ``runtime.worker_pool``)."""
@@ -57,16 +58,16 @@ def predict_logits(model: nn.Module, sequences: Sequence[np.ndarray], batch_size
     try:
         with worker_pool(workers) as pool:
             results = pool.map(run, batches) if pool is not None else map(run, batches)
-            for idx, logits in zip(batches, track(results, len(batches), "predicting", unit=" batches",
-                                                     texts=len(sequences))):
+            for idx, logits in zip(batches, track(results, len(batches), "predicting", unit=" batches", texts=len(sequences))):
                 out[idx] = logits
     finally:
         model.train(was_training)
     return out
 
 
-def evaluate_loss(model: nn.Module, sequences, targets: np.ndarray, batch_size: int = 512,
-                  precision: str = "auto", workers: int | None = None) -> tuple[float, float, np.ndarray]:
+def evaluate_loss(
+    model: nn.Module, sequences, targets: np.ndarray, batch_size: int = 512, precision: str = "auto", workers: int | None = None
+) -> tuple[float, float, np.ndarray]:
     logits = predict_logits(model, sequences, batch_size, precision, workers)
     t = torch.from_numpy(targets)
     lg = torch.from_numpy(logits)

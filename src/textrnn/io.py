@@ -130,20 +130,22 @@ def check_inside(folder: Path, names: list[str], noun: str, error: type[Exceptio
     for name in names:
         target = (folder / name).resolve()
         if root not in target.parents:
-            raise error(f"{str(folder)!r}: {name} is a link to a file outside the {noun} folder "
-                        f"({str(target)!r}); refusing to read it.")
+            raise error(f"{str(folder)!r}: {name} is a link to a file outside the {noun} folder ({str(target)!r}); refusing to read it.")
 
 
-def check_format(meta: Any, where: str, fmt: str, max_version: int, noun: str, meta_file: str = "config.json",
-                 error: type[Exception] = ArtifactError) -> dict:
+def check_format(
+    meta: Any, where: str, fmt: str, max_version: int, noun: str, meta_file: str = "config.json", error: type[Exception] = ArtifactError
+) -> dict:
     """``meta`` is a dict naming ``fmt`` at a version this code reads."""
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise error(f"{where!r} is not a textrnn {noun} ({meta_file} has format={got!r})")
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version > max_version:
-        raise error(f"{where!r} was written by a newer textrnn (format_version={version!r}; this textrnn "
-                    f"{__version__} reads up to {max_version}). Upgrade textrnn to load it.")
+        raise error(
+            f"{where!r} was written by a newer textrnn (format_version={version!r}; this textrnn "
+            f"{__version__} reads up to {max_version}). Upgrade textrnn to load it."
+        )
     return meta
 
 
@@ -165,11 +167,15 @@ def read_vocabulary(path: Path) -> Vocabulary:
 
 
 def check_labels(classes: Any, folder: Path) -> list:
-    if (not isinstance(classes, list) or len(classes) < 2
-            or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
-            or len(set(classes)) != len(classes)):
-        raise ArtifactError(f"{str(folder)!r}: labels.json must list at least two distinct labels (strings or "
-                            f"integers). Received: {str(classes)[:80]}")
+    if (
+        not isinstance(classes, list)
+        or len(classes) < 2
+        or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ArtifactError(
+            f"{str(folder)!r}: labels.json must list at least two distinct labels (strings or integers). Received: {str(classes)[:80]}"
+        )
     return classes
 
 
@@ -178,25 +184,33 @@ def check_labels(classes: Any, folder: Path) -> list:
 class FolderKind:
     """What one kind of saved folder holds: its format name and version, its files, and how its
     errors name it."""
+
     format: str
     version: int
     files: tuple[str, ...]
-    noun: str                   # "model", "encoder"
-    not_found: str              # the sentence for a folder that is not there
+    noun: str  # "model", "encoder"
+    not_found: str  # the sentence for a folder that is not there
 
 
 # Annotated: the package's modules import each other through __init__, and mypy cannot infer these in
 # time for the module-level uses elsewhere (pretrain's FORMAT).
-MODEL: FolderKind = FolderKind("textrnn-model", 1, ("config.json", "vocab.txt", "labels.json", "weights.safetensors"),
-                               "model", "Model directory not found: {path!r}")
-ENCODER: FolderKind = FolderKind("textrnn-encoder", 1, ("config.json", "vocab.txt", "weights.safetensors"), "encoder",
-                                 "Pretrained encoder folder not found: {path!r} (write one with textrnn pretrain)")
+MODEL: FolderKind = FolderKind(
+    "textrnn-model", 1, ("config.json", "vocab.txt", "labels.json", "weights.safetensors"), "model", "Model directory not found: {path!r}"
+)
+ENCODER: FolderKind = FolderKind(
+    "textrnn-encoder",
+    1,
+    ("config.json", "vocab.txt", "weights.safetensors"),
+    "encoder",
+    "Pretrained encoder folder not found: {path!r} (write one with textrnn pretrain)",
+)
 
 
 @dataclass
 class Artifact:
     """A saved folder, read and checked: its metadata (config.json), its Config, vocabulary, labels
     (models) and tensors (unless not asked for)."""
+
     path: Path
     meta: dict
     config: Config

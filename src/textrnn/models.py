@@ -35,8 +35,9 @@ def output_size(num_classes: int) -> int:
     return 1 if num_classes == 2 else num_classes
 
 
-def loss_fn(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None,
-            reduction: str = "mean") -> torch.Tensor:
+def loss_fn(
+    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None, reduction: str = "mean"
+) -> torch.Tensor:
     """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise."""
     if logits.size(1) == 1:
         per = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.to(logits.dtype), reduction="none")
@@ -51,8 +52,7 @@ def predicted_class(logits: torch.Tensor) -> torch.Tensor:
     return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
 
 
-def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Inverted dropout (training only), its mask broadcast from ``mask_shape`` (default: x's) and
     drawn from ``generator`` (default: torch's global one). Training pieces that run side by side
     in threads (pieces.py) each pass their own, seeded in order, so a run is the same whichever
@@ -85,8 +85,7 @@ class SpatialDropout(nn.Dropout):
         return dropout(x, self.p, (x.size(0), 1, x.size(2)), generator) if self.training else x
 
 
-def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str],
-                last: torch.Tensor | None = None) -> torch.Tensor:
+def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str], last: torch.Tensor | None = None) -> torch.Tensor:
     """Concatenate the requested poolings of ``out`` (B, T, D) over the real positions only."""
     B, T, D = out.shape
     parts: list[torch.Tensor] = []
@@ -112,14 +111,21 @@ class RNNClassifier(nn.Module):
         c = config
         self.embedding = nn.Embedding(vocab_size, c.embedding_dim, padding_idx=0)
         self.embedding_dropout = SpatialDropout(c.embedding_dropout)
-        self.rnn = _CELLS[c.cell](c.embedding_dim, c.hidden_size, num_layers=c.num_layers, batch_first=True,
-                                  bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.rnn = _CELLS[c.cell](
+            c.embedding_dim,
+            c.hidden_size,
+            num_layers=c.num_layers,
+            batch_first=True,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
         directions = 2 if c.bidirectional else 1
         self.dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
 
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
-               embedding_hook: Hook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
@@ -135,8 +141,9 @@ class RNNClassifier(nn.Module):
             return out, last
         return self._encode_mixed(x, lengths, generator)
 
-    def _encode_mixed(self, x: torch.Tensor, lengths: torch.Tensor,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_mixed(
+        self, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts of different lengths, post-padded, without packing (packed input leaves PyTorch's
         fast CPU path: slower at inference, benchmarks/results/cpu-notes-2026-11-27.md). The forward direction reads real
         tokens before any pad, so its states up to each length are exact; the backward direction
@@ -169,8 +176,9 @@ class RNNClassifier(nn.Module):
             last.append(out[:, 0, H:])  # the backward direction ends at the first token
         return out, torch.cat(last, dim=1)  # (B, T, dirs*H), (B, dirs*H)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
-                embedding_hook: Hook | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
+    ) -> torch.Tensor:
         out, last = self.encode(ids, lengths, generator, embedding_hook)
         return self.classify(masked_pool(out, lengths.clamp(min=1), self.config.poolings, last), generator)
 
@@ -193,8 +201,9 @@ class BagOfEmbeddings(nn.Module):
         self.dropout = Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, output_size(num_classes))
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
-                embedding_hook: Hook | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
+    ) -> torch.Tensor:
         x = self.embedding_dropout(_embedded(self.embedding, ids, embedding_hook), generator)  # (B, T, E)
         pooled = masked_pool(x, lengths.clamp(min=1), self.poolings)  # (B, P*E)
         return self.head(self.dropout(torch.relu(self.hidden(pooled)), generator))  # (B, C)
@@ -209,11 +218,13 @@ class Ensemble(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
         super().__init__()
         self.config = config
-        self.members = nn.ModuleList(RNNClassifier(dataclasses.replace(config, cell=cell), vocab_size, num_classes)
-                                     for cell in config.cells)
+        self.members = nn.ModuleList(
+            RNNClassifier(dataclasses.replace(config, cell=cell), vocab_size, num_classes) for cell in config.cells
+        )
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None,
-                embedding_hook: Hook | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
+    ) -> torch.Tensor:
         logits = torch.stack([m(ids, lengths, generator, embedding_hook) for m in self.members])  # (M, B, C)
         return logits if self.training else logits.mean(0)  # (M, B, C) | (B, C)
 

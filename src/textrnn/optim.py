@@ -25,8 +25,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     if config.encoder_lr_multiplier != 1.0:  # discriminative rates (ULMFiT): the encoder's group first
         encoder = [p for n, p in model.named_parameters() if p.requires_grad and is_encoder(n)]
         ids = {id(p) for p in encoder}
-        params = [g for g in ({"params": encoder, "lr": lr * config.encoder_lr_multiplier},
-                              {"params": [p for p in params if id(p) not in ids]}) if g["params"]]
+        params = [
+            g
+            for g in ({"params": encoder, "lr": lr * config.encoder_lr_multiplier}, {"params": [p for p in params if id(p) not in ids]})
+            if g["params"]
+        ]
     if config.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
         # The fused kernel updates all parameters in one pass: faster training steps on a CPU for
@@ -46,8 +49,15 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_s
         total = max(total_steps, 1)
         # torch divides by (pct_start * total - 1): zero for 4 steps in all; warm up for 2 steps then
         pct_start = 0.25 if total != 4 else 0.5
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-                                                   pct_start=pct_start, anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total,
+            pct_start=pct_start,
+            anneal_strategy="cos",
+            div_factor=10.0,
+            final_div_factor=100.0,
+        )
     if config.schedule == "linear":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(total_steps, 1)))
     return None
@@ -70,8 +80,14 @@ def step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
     jobs: list[list] = [[] for _ in range(parts)]
     steps = []
     for group in optimizer.param_groups:
-        if not group.get("fused") or group["amsgrad"] or group["maximize"] or group.get("capturable") \
-                or group.get("differentiable") or torch.is_tensor(group["lr"]):
+        if (
+            not group.get("fused")
+            or group["amsgrad"]
+            or group["maximize"]
+            or group.get("capturable")
+            or group.get("differentiable")
+            or torch.is_tensor(group["lr"])
+        ):
             return False
         # params, grads, exp_avgs, exp_avg_sqs, steps
         lists: list[tuple[list[torch.Tensor], ...]] = [([], [], [], [], []) for _ in range(parts)]
@@ -99,9 +115,23 @@ def step_in_parts(optimizer: torch.optim.Optimizer, pool, parts: int) -> bool:
         for group, (params, grads, exp_avgs, exp_avg_sqs, state_steps) in job:
             if params:
                 beta1, beta2 = group["betas"]
-                update(params, grads, exp_avgs, exp_avg_sqs, [], state_steps, amsgrad=False, lr=group["lr"],
-                       beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
-                       maximize=False, grad_scale=None, found_inf=None)
+                update(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    [],
+                    state_steps,
+                    amsgrad=False,
+                    lr=group["lr"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=False,
+                    grad_scale=None,
+                    found_inf=None,
+                )
 
     torch._foreach_add_(steps, 1)  # once per parameter, as Adam.step does
     list(pool.map(run, jobs))

@@ -93,6 +93,7 @@ def sparse_embeddings(model: nn.Module):
 class Step:
     """One batch's loss and gradients: the network to run (the DDP wrapper, or the bare model),
     the bare model, the arithmetic, the class weights and the adversarial push (0: none)."""
+
     net: nn.Module
     model: nn.Module
     device: torch.device
@@ -100,8 +101,15 @@ class Step:
     weights: torch.Tensor | None
     adversarial: float
 
-    def loss(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, module: nn.Module | None = None,
-             generator: torch.Generator | None = None, hook=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self,
+        ids: torch.Tensor,
+        lens: torch.Tensor,
+        y: torch.Tensor,
+        module: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+        hook=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and the logits (b, C); an ensemble's members each on their own loss."""
         with autocast(self.device, self.dtype):
             logits = (module or self.net)(ids, lens, generator=generator, embedding_hook=hook).float()  # (b, C) | (M, b, C)
@@ -109,8 +117,9 @@ class Step:
             return torch.stack([loss_fn(member, y, self.weights) for member in logits]).mean(), logits.mean(0)
         return loss_fn(logits, y, self.weights), logits
 
-    def adversarial_loss(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def adversarial_loss(
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss on the texts plus the loss on their embeddings moved by ``adversarial`` (L2,
         per text) along the gradient of the first: Miyato et al.'s adversarial training."""
         embedded: list[torch.Tensor] = []
@@ -123,13 +132,13 @@ class Step:
 
         # under DDP the first pass goes through the bare model: one DDP forward a step
         clean, logits = self.loss(ids, lens, y, self.model, generator, read)
-        pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lens,
-                                         self.adversarial))
+        pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lens, self.adversarial))
         pushed, _ = self.loss(ids, lens, y, None, generator, lambda x: x + next(pushes).to(x.dtype))
         return clean + pushed, logits
 
-    def piece(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, rows: slice, batch_rows: int,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def piece(
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, rows: slice, batch_rows: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """This piece's share of the batch's mean loss, and its logits (b, C)."""
         ids, lens, y = ids[rows], lens[rows], y[rows]
         if not self.adversarial:
@@ -138,23 +147,24 @@ class Step:
             part, logits = self.adversarial_loss(ids, lens, y, generator)
         return part * (len(logits) / batch_rows), logits
 
-    def one_after_another(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice],
-                          ctx: distributed.Context) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def one_after_another(
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], ctx: distributed.Context
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """backward() piece by piece, the gradients adding up in .grad; the loss and each piece's logits."""
         loss = torch.zeros(())
         parts: list[torch.Tensor] = []
         for k, rows in enumerate(pieces):
             last = k == len(pieces) - 1
             # DDP: one all-reduce a batch, at its last piece (under DDP, net is its wrapper)
-            with (cast(DistributedDataParallel, self.net).no_sync() if ctx.is_distributed and not last
-                  else contextlib.nullcontext()):
+            with cast(DistributedDataParallel, self.net).no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
                 part, piece_logits = self.piece(ids, lens, y, rows, len(ids))
                 part.backward()  # the weights change only at optimizer.step(), after the caller's checks
             loss, parts = (part.detach() if k == 0 else loss + part.detach()), parts + [piece_logits.detach()]
         return loss, parts
 
-    def side_by_side(self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice],
-                     pool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def side_by_side(
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], pool
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The pieces in ``pool``, one core each, each drawing its dropout masks from its own
         generator (seeded in order from torch's global one); their gradients summed in piece order
         into .grad."""

@@ -46,12 +46,21 @@ def environment() -> dict:
         load = os.getloadavg()
     except OSError:
         load = None
-    return {"textrnn": __version__, "torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu["model"],
-            "cpu_features": cpu,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average": load,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}}
+    return {
+        "textrnn": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu["model"],
+        "cpu_features": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
+    }
 
 
 def load_split(spec: str | None, config: Config):
@@ -83,8 +92,10 @@ def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> P
     if (output / "model").exists() and not overwrite:
         raise ArtifactError(f"{str(output / 'model')!r} already holds a model; pass --overwrite to replace it, or choose another --output.")
     if (output / "checkpoint" / "state.json").exists() and not overwrite:
-        raise ArtifactError(f"{str(output)!r} holds the checkpoint of an unfinished run; continue it with "
-                            f"'textrnn train --resume {output}', or pass --overwrite to start again.")
+        raise ArtifactError(
+            f"{str(output)!r} holds the checkpoint of an unfinished run; continue it with "
+            f"'textrnn train --resume {output}', or pass --overwrite to start again."
+        )
     return output
 
 
@@ -139,8 +150,7 @@ def _write_run(output: Path, clf: TextClassifier, config: Config, report: dict, 
     write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
 
 
-def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None,
-              resume: bool = False) -> dict:
+def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None, resume: bool = False) -> dict:
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
     once, and write the run directory. Returns the report written to ``metrics.json``.
 
@@ -158,8 +168,13 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         train, val, test = data if data is not None else prepare_data(config)
     check_test_labels(train, test)
     t_data = time.perf_counter() - t0
-    log.info("data: %d train, %d validation, %d test texts (%.1fs)", len(train.texts), len(val.texts) if val else 0,
-             len(test.texts) if test else 0, t_data)
+    log.info(
+        "data: %d train, %d validation, %d test texts (%.1fs)",
+        len(train.texts),
+        len(val.texts) if val else 0,
+        len(test.texts) if test else 0,
+        t_data,
+    )
     config, t_vectors, t_pretrain = _pretrain(config, train.texts, progress)
     t_data += t_vectors + t_pretrain
     clf = TextClassifier(config)
@@ -170,8 +185,14 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         write_text(checkpoint / "config.toml", portable_config(config).to_toml())  # what --resume reads
     t1 = time.perf_counter()
     try:
-        clf.fit(train.texts, train.labels, validation_data=(val.texts, val.labels) if val else None,
-                progress=progress, checkpoint_dir=checkpoint, resume=resume)
+        clf.fit(
+            train.texts,
+            train.labels,
+            validation_data=(val.texts, val.labels) if val else None,
+            progress=progress,
+            checkpoint_dir=checkpoint,
+            resume=resume,
+        )
     except BaseException:
         if ctx.is_main and not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace
             shutil.rmtree(checkpoint, ignore_errors=True)
@@ -182,14 +203,21 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     if not ctx.is_main:  # every process holds the same model; rank 0 tests and writes it
         distributed.barrier()
         return {"rank": ctx.rank, "world_size": ctx.world_size}
-    report: dict[str, Any] = {"config": config.to_dict(), "environment": environment(),
-              "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
-              "vocab_size": len(clf.vocab_), "parameters": sum(p.numel() for p in clf.model_.parameters()),
-              "embedding_coverage": clf.embedding_coverage_,
-              "device": str(next(clf.model_.parameters()).device)}
+    report: dict[str, Any] = {
+        "config": config.to_dict(),
+        "environment": environment(),
+        "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
+        "vocab_size": len(clf.vocab_),
+        "parameters": sum(p.numel() for p in clf.model_.parameters()),
+        "embedding_coverage": clf.embedding_coverage_,
+        "device": str(next(clf.model_.parameters()).device),
+    }
     if ctx.is_distributed:
-        report["distributed"] = {"world_size": ctx.world_size, "backend": torch.distributed.get_backend(),
-                                 "global_batch_size": config.train.batch_size * ctx.world_size}
+        report["distributed"] = {
+            "world_size": ctx.world_size,
+            "backend": torch.distributed.get_backend(),
+            "global_batch_size": config.train.batch_size * ctx.world_size,
+        }
     if val is not None:
         report["validation"] = clf.evaluate(val.texts, val.labels)
     t2 = time.perf_counter()
@@ -200,8 +228,13 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
         report["test_accuracy"] = report["test"]["accuracy"]
     t_eval = time.perf_counter() - t2
-    report["timings"] = {"data_seconds": t_data, "pretrain_seconds": t_pretrain, "fit_seconds": t_fit, "test_seconds": t_eval,
-                         "total_seconds": time.perf_counter() - t0}
+    report["timings"] = {
+        "data_seconds": t_data,
+        "pretrain_seconds": t_pretrain,
+        "fit_seconds": t_fit,
+        "test_seconds": t_eval,
+        "total_seconds": time.perf_counter() - t0,
+    }
     report["history"] = clf.history_
     _write_run(output, clf, config, report, overwrite or resume, y_test, proba_test)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
@@ -219,8 +252,9 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
     state = run / "checkpoint" / STATE_FILE
     if not state.is_file():
         if (run / "model").is_dir():
-            raise CheckpointError(f"The run in {str(run)!r} has finished (its model is in {str(run / 'model')!r}); "
-                                  f"there is nothing to resume.")
+            raise CheckpointError(
+                f"The run in {str(run)!r} has finished (its model is in {str(run / 'model')!r}); there is nothing to resume."
+            )
         raise CheckpointError(f"No checkpoint to resume in {str(run)!r}: {str(state)!r} does not exist.")
     if not (run / "checkpoint" / "config.toml").is_file():
         raise CheckpointError(f"{str(run)!r} has a checkpoint but no checkpoint/config.toml; it cannot be resumed.")
@@ -232,8 +266,10 @@ def describe(report: dict) -> str:
     """The end-of-training summary a person reads."""
     lines = [f"model: {report.get('model_dir', '')}  ({report['parameters']:,} parameters, vocabulary {report['vocab_size']:,})"]
     tm = report["timings"]
-    lines.append(f"time: data {tm['data_seconds']:.1f}s, training {tm['fit_seconds']:.1f}s, test {tm['test_seconds']:.1f}s, "
-                 f"total {tm['total_seconds']:.1f}s")
+    lines.append(
+        f"time: data {tm['data_seconds']:.1f}s, training {tm['fit_seconds']:.1f}s, test {tm['test_seconds']:.1f}s, "
+        f"total {tm['total_seconds']:.1f}s"
+    )
     if "validation" in report:
         lines.append(format_report(report["validation"], "validation"))
     if "test" in report:
@@ -250,8 +286,9 @@ def evaluate_run(model_dir: str | Path, spec: str, config_data=None) -> dict:
     return clf.evaluate(data.texts, data.labels)
 
 
-def compare_run(config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False,
-                recipes: list[str] | None = None) -> dict:
+def compare_run(
+    config: Config, output: str | Path | None = None, progress: bool = True, overwrite: bool = False, recipes: list[str] | None = None
+) -> dict:
     """The recurrent model and the order-blind MLP on the same data, side by side, and any
     ``recipes`` (TOML files; their [data] section is replaced by ``config``'s, so all see the same data)."""
     candidates = [("rnn", config.override({"model.arch": "rnn"})), ("mlp", config.override({"model.arch": "mlp"}))]
@@ -273,10 +310,14 @@ def compare_run(config: Config, output: str | Path | None = None, progress: bool
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 report = train_run(cfg, tmp, progress=progress, data=data)
-        rows[name] = {"test_accuracy": report.get("test_accuracy"),
-                      "validation_accuracy": report.get("validation", {}).get("accuracy"),
-                      "fit_seconds": report["timings"]["fit_seconds"], "total_seconds": report["timings"]["total_seconds"],
-                      "parameters": report["parameters"], "epochs": len(report["history"])}
+        rows[name] = {
+            "test_accuracy": report.get("test_accuracy"),
+            "validation_accuracy": report.get("validation", {}).get("accuracy"),
+            "fit_seconds": report["timings"]["fit_seconds"],
+            "total_seconds": report["timings"]["total_seconds"],
+            "parameters": report["parameters"],
+            "epochs": len(report["history"]),
+        }
     result = {"config": config.to_dict(), "environment": environment(), "models": rows}
     if output is not None:
         write_json(Path(output) / "compare.json", result)
@@ -307,6 +348,8 @@ def format_compare(result: dict) -> str:
     for name, r in result["models"].items():
         val = f"{r['validation_accuracy']:.4f}" if r["validation_accuracy"] is not None else "-"
         test = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-        lines.append(f"  {name:<{w}} {val:>8} {test:>9} {r['fit_seconds']:8.1f} {r.get('total_seconds', 0):8.1f} "
-                     f"{r['epochs']:7d} {r['parameters']:10,d}")
+        lines.append(
+            f"  {name:<{w}} {val:>8} {test:>9} {r['fit_seconds']:8.1f} {r.get('total_seconds', 0):8.1f} "
+            f"{r['epochs']:7d} {r['parameters']:10,d}"
+        )
     return "\n".join(lines)

@@ -76,8 +76,9 @@ def learning_curves(history: Sequence[dict], path: str | os.PathLike | None = No
     return _save(fig, path)
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence, path: str | os.PathLike | None = None,
-                     title: str = "Confusion matrix (test)") -> bytes:
+def confusion_matrix(
+    matrix: Sequence[Sequence[int]], classes: Sequence, path: str | os.PathLike | None = None, title: str = "Confusion matrix (test)"
+) -> bytes:
     """Counts, with each cell shaded by its share of the true class (row-normalized)."""
     cm = np.asarray(matrix, dtype=np.int64)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -96,13 +97,21 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence, path: s
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{cm[i, j]}\n{share[i, j]:.1%}", ha="center", va="center", fontsize=9,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]}\n{share[i, j]:.1%}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     return _save(fig, path)
 
 
-def roc_curve(y_true: ArrayLike, scores: ArrayLike, path: str | os.PathLike | None = None,
-              positive: str = "1", title: str = "ROC curve (test)") -> bytes:
+def roc_curve(
+    y_true: ArrayLike, scores: ArrayLike, path: str | os.PathLike | None = None, positive: str = "1", title: str = "ROC curve (test)"
+) -> bytes:
     """Two classes: the ROC curve of ``scores`` (the positive class's probability), with its AUC."""
     y_true = np.asarray(y_true)
     if len(np.unique(y_true)) < 2:
@@ -132,8 +141,7 @@ def compare_chart(result: dict, path: str | os.PathLike | None = None) -> bytes:
     fig = _figure(9, 3.8)
     acc, secs = fig.subplots(1, 2)
     w = 0.38
-    for offset, key, label, color in ((-w / 2, "validation_accuracy", "validation", ORANGE),
-                                      (w / 2, "test_accuracy", "test", BLUE)):
+    for offset, key, label, color in ((-w / 2, "validation_accuracy", "validation", ORANGE), (w / 2, "test_accuracy", "test", BLUE)):
         values = [models[n].get(key) for n in names]
         if all(v is None for v in values):
             continue
@@ -152,9 +160,14 @@ def compare_chart(result: dict, path: str | os.PathLike | None = None) -> bytes:
     return _save(fig, path)
 
 
-def run_plots(output: str | os.PathLike, history: Sequence[dict], test_metrics: dict | None = None,
-              y_true: ArrayLike | None = None, proba: np.ndarray | None = None,
-              classes: Sequence | None = None) -> list[Path]:
+def run_plots(
+    output: str | os.PathLike,
+    history: Sequence[dict],
+    test_metrics: dict | None = None,
+    y_true: ArrayLike | None = None,
+    proba: np.ndarray | None = None,
+    classes: Sequence | None = None,
+) -> list[Path]:
     """Write a run's PNG files into ``output``: learning_curves.png (with a history),
     confusion_matrix.png (with test metrics) and roc.png (two classes, with test probabilities).
     Returns the paths written; nothing (and one log line) when matplotlib is missing."""
@@ -169,8 +182,7 @@ def run_plots(output: str | os.PathLike, history: Sequence[dict], test_metrics: 
     if test_metrics and "confusion_matrix" in test_metrics:
         confusion_matrix(test_metrics["confusion_matrix"], test_metrics["classes"], output / "confusion_matrix.png")
         written.append(output / "confusion_matrix.png")
-    if (proba is not None and y_true is not None and classes is not None and len(classes) == 2
-            and len(np.unique(np.asarray(y_true))) == 2):
+    if proba is not None and y_true is not None and classes is not None and len(classes) == 2 and len(np.unique(np.asarray(y_true))) == 2:
         roc_curve(y_true, np.asarray(proba)[:, 1], output / "roc.png", positive=str(classes[1]))
         written.append(output / "roc.png")
     return written

@@ -75,14 +75,20 @@ class LanguageModel(nn.Module):
         check_pretrainable(config)
         self.config = c = config
         self.embedding = nn.Embedding(vocab_size, c.embedding_dim, padding_idx=PAD_ID)  # as RNNClassifier's
-        self.rnn = _CELLS[c.cell](c.embedding_dim, c.hidden_size, num_layers=c.num_layers, batch_first=True,
-                                  bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0)
+        self.rnn = _CELLS[c.cell](
+            c.embedding_dim,
+            c.hidden_size,
+            num_layers=c.num_layers,
+            batch_first=True,
+            bidirectional=c.bidirectional,
+            dropout=c.dropout if c.num_layers > 1 else 0.0,
+        )
         self.embedding_dropout = SpatialDropout(dropout)
         self.dropout = nn.Dropout(dropout)
         self.directions = 2 if c.bidirectional else 1
         self.softmax = nn.ModuleList(  # one per direction
-            nn.AdaptiveLogSoftmaxWithLoss(c.hidden_size, vocab_size, cutoffs(vocab_size), div_value=4.0)
-            for _ in range(self.directions))
+            nn.AdaptiveLogSoftmaxWithLoss(c.hidden_size, vocab_size, cutoffs(vocab_size), div_value=4.0) for _ in range(self.directions)
+        )
 
     def run(self, direction: int, x: torch.Tensor, state=None):
         """One direction's states over ``x`` (B, T, E), read in x's own order, from ``state``
@@ -100,8 +106,7 @@ class LanguageModel(nn.Module):
             out, *h = _RUN[self.config.cell](x, state, weights, True, 1, 0.0, self.training, False, True)
         return out, (tuple(h) if self.config.cell == "lstm" else h[0])  # (B, T, H)
 
-    def loss(self, direction: int, ids: torch.Tensor, targets: torch.Tensor, state=None, bf16: bool = False,
-             bf16_all: bool = False):
+    def loss(self, direction: int, ids: torch.Tensor, targets: torch.Tensor, state=None, bf16: bool = False, bf16_all: bool = False):
         """Mean negative log-likelihood of ``targets`` (B, T), each the token after its input in
         ``ids`` (B, T) in this direction's reading order; and the state to carry on. ``bf16``:
         bfloat16 autocast of the softmax (CUDA); ``bf16_all``: of the embedding and the recurrent
@@ -141,7 +146,7 @@ def chunks(data: torch.Tensor, bptt: int):
     """(inputs, targets), each (B, T <= bptt): every target is the token after its input in ``data``'s order."""
     for i in range(0, data.size(1) - 1, bptt):
         T = min(bptt, data.size(1) - 1 - i)
-        yield data[:, i:i + T].long(), data[:, i + 1:i + 1 + T].long()
+        yield data[:, i : i + T].long(), data[:, i + 1 : i + 1 + T].long()
 
 
 def readings(data: torch.Tensor, directions: int) -> list[torch.Tensor]:
@@ -168,8 +173,7 @@ def token_stream(documents: list[np.ndarray], seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: bool = False,
-             bf16_all: bool = False) -> float:
+def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: bool = False, bf16_all: bool = False) -> float:
     """Mean negative log-likelihood per token over ``stream``, both directions, states carried."""
     lm.eval()
     rows = max(1, min(rows, len(stream) // (bptt + 1)))
@@ -196,7 +200,7 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
     set_threads(r.num_threads)
     seed_everything(config.train.seed)
     n_val = min(max(len(stream) // 100, 2 * (p.bptt + 1)), 200_000, len(stream) // 4)
-    val, train = stream[:n_val], stream[n_val:n_val + (p.max_tokens or len(stream))]
+    val, train = stream[:n_val], stream[n_val : n_val + (p.max_tokens or len(stream))]
     rows = max(1, min(p.batch_size, len(train) // (p.bptt + 1)))
     data = batchify(train, rows).to(device)  # (B, L)
     if data.size(1) < 2:
@@ -212,8 +216,15 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
     done = 0  # steps taken, or (with a time budget) the share of the cycle that the clock has used, in steps
     bf16 = p.bf16_softmax and device.type == "cuda"
     bf16_all = device.type == "cpu" and compute_dtype(device, r.precision) == torch.bfloat16  # runtime.precision, as fit
-    log.info("pretrain: %d training tokens in %d streams of %d, %d validation tokens, %d steps an epoch on %s",
-             data.numel(), rows, data.size(1), len(val), steps, device)
+    log.info(
+        "pretrain: %d training tokens in %d streams of %d, %d validation tokens, %d steps an epoch on %s",
+        data.numel(),
+        rows,
+        data.size(1),
+        len(val),
+        steps,
+        device,
+    )
     history = []
     for epoch in range(1, p.epochs + 1):
         lm.train()
@@ -244,8 +255,10 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
             out_of_time = bool(budget and time.perf_counter() - started >= budget)
             if step % max(1, steps // 10) == 0 or step == steps or out_of_time:  # reading the loss waits for a GPU: not every step
                 if not math.isfinite(value := float(loss.detach())):
-                    raise TextRNNError(f"Pretraining diverged: the loss became {value} at epoch {epoch}, step {step}. Try a "
-                                       f"lower pretrain.learning_rate (received: {p.learning_rate}).")
+                    raise TextRNNError(
+                        f"Pretraining diverged: the loss became {value} at epoch {epoch}, step {step}. Try a "
+                        f"lower pretrain.learning_rate (received: {p.learning_rate})."
+                    )
                 if show_progress and not sys.stderr.isatty():  # on a terminal the bar shows progress
                     log.info("pretrain: epoch %d, step %d/%d, loss %.3f", epoch, step, steps, float(total) / count)
             if out_of_time:
@@ -253,11 +266,26 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
                 break
         loss_mean, seconds = float(total) / count, time.perf_counter() - t0
         val_loss = evaluate(lm, val, rows, p.bptt, bf16, bf16_all)
-        row = {"epoch": epoch, "loss": loss_mean, "perplexity": math.exp(loss_mean), "val_loss": val_loss,
-               "val_perplexity": math.exp(val_loss), "seconds": seconds, "tokens": count, "tokens_per_s": count / max(seconds, 1e-9)}
+        row = {
+            "epoch": epoch,
+            "loss": loss_mean,
+            "perplexity": math.exp(loss_mean),
+            "val_loss": val_loss,
+            "val_perplexity": math.exp(val_loss),
+            "seconds": seconds,
+            "tokens": count,
+            "tokens_per_s": count / max(seconds, 1e-9),
+        }
         history.append(row)
-        log.info("pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)", epoch,
-                 p.epochs, row["perplexity"], row["val_perplexity"], seconds, row["tokens_per_s"])
+        log.info(
+            "pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)",
+            epoch,
+            p.epochs,
+            row["perplexity"],
+            row["val_perplexity"],
+            seconds,
+            row["tokens_per_s"],
+        )
         if out_of_time:
             break
     lm.eval()
@@ -267,17 +295,24 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
 def pretrain_settings(config: Config, tokenizer: Tokenizer) -> dict:
     """Everything that shapes the encoder: the key of its cache, saved in its config.json."""
     m, t = config.model, config.text
-    return {"format_version": FORMAT_VERSION, "tokenizer": tokenizer.to_dict(), "max_vocab_size": t.max_vocab_size,
-            "min_freq": t.min_freq, **{k: getattr(m, k) for k in ("cell", "embedding_dim", "hidden_size", "num_layers",
-                                                                  "bidirectional")},
-            "dropout": m.dropout if m.num_layers > 1 else None,  # only between recurrent layers
-            **{f"pretrain_{k}": v for k, v in vars(config.pretrain).items()
-               if k not in ("data", "encoder", "word2vec_data", "word2vec_epochs")},
-            "seed": config.train.seed, "precision": config.runtime.precision}
+    return {
+        "format_version": FORMAT_VERSION,
+        "tokenizer": tokenizer.to_dict(),
+        "max_vocab_size": t.max_vocab_size,
+        "min_freq": t.min_freq,
+        **{k: getattr(m, k) for k in ("cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional")},
+        "dropout": m.dropout if m.num_layers > 1 else None,  # only between recurrent layers
+        **{
+            f"pretrain_{k}": v for k, v in vars(config.pretrain).items() if k not in ("data", "encoder", "word2vec_data", "word2vec_epochs")
+        },
+        "seed": config.train.seed,
+        "precision": config.runtime.precision,
+    }
 
 
-def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.PathLike, progress: bool = True,
-             overwrite: bool = False) -> Path:
+def pretrain(
+    corpora: list[TokenizedCorpus], config: Config, output: str | os.PathLike, progress: bool = True, overwrite: bool = False
+) -> Path:
     """Pretrain the configured encoder on the tokenized ``corpora`` and write its folder to ``output``."""
     m, t = config.model, config.text
     check_pretrainable(m)
@@ -286,37 +321,53 @@ def pretrain(corpora: list[TokenizedCorpus], config: Config, output: str | os.Pa
     stream = token_stream(corpus.encode(vocab, max_length=sys.maxsize), config.train.seed)
     torch.manual_seed(config.train.seed)
     lm = LanguageModel(m, len(vocab), config.pretrain.dropout)
-    log.info("pretrain: a %s%s language model (embedding %d, hidden %d, %d layer(s)) on %d texts, %d tokens, "
-             "vocabulary %d", "bidirectional " if m.bidirectional else "", m.cell.upper(), m.embedding_dim,
-             m.hidden_size, m.num_layers, len(corpus), len(stream), len(vocab))
+    log.info(
+        "pretrain: a %s%s language model (embedding %d, hidden %d, %d layer(s)) on %d texts, %d tokens, vocabulary %d",
+        "bidirectional " if m.bidirectional else "",
+        m.cell.upper(),
+        m.embedding_dim,
+        m.hidden_size,
+        m.num_layers,
+        len(corpus),
+        len(stream),
+        len(vocab),
+    )
     history = fit_language_model(lm, stream, config, progress)
     tokenizer = Tokenizer.from_config(t)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "config": config.to_dict(), "pretrain": pretrain_settings(config, tokenizer), "tokenizer": tokenizer.to_dict(),
-            "texts": len(corpus), "tokens": len(stream), "history": history}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": {"textrnn": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "config": config.to_dict(),
+        "pretrain": pretrain_settings(config, tokenizer),
+        "tokenizer": tokenizer.to_dict(),
+        "texts": len(corpus),
+        "tokens": len(stream),
+        "history": history,
+    }
     state = {k: v.detach().cpu().contiguous() for k, v in lm.state_dict().items() if k.split(".")[0] in ENCODER}
     return save_encoder(output, meta, vocab, state, overwrite)
 
 
-def pretrain_texts(texts: list[str], config: Config, output: str | os.PathLike, progress: bool = True,
-                   overwrite: bool = False) -> Path:
+def pretrain_texts(texts: list[str], config: Config, output: str | os.PathLike, progress: bool = True, overwrite: bool = False) -> Path:
     """``pretrain`` on raw texts (the ``textrnn pretrain`` command)."""
     t = config.text
     cache = cache_dir() / "tokens" if config.data.cache_tokens else None
-    return pretrain([tokenize_cached(texts, Tokenizer.from_config(t), cache)], config, output,
-                    progress, overwrite)
+    return pretrain([tokenize_cached(texts, Tokenizer.from_config(t), cache)], config, output, progress, overwrite)
 
 
 def with_unlabelled(config: Config, texts: list[str], spec: str) -> tuple[Tokenizer, list[TokenizedCorpus]]:
     """The training texts and the unlabelled texts of ``spec`` (any data spec: "imdb:unsup", a
     file), tokenized through the token cache."""
     d = config.data
-    extra = load_data(spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path,
-                      encoding=d.encoding)  # unlabelled: no label column needed
+    extra = load_data(
+        spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path, encoding=d.encoding
+    )  # unlabelled: no label column needed
     tokenizer = Tokenizer.from_config(config.text)
-    return tokenizer, [tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
-                       tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens")]
+    return tokenizer, [
+        tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
+        tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens"),
+    ]
 
 
 def corpora_key(settings, corpora: list[TokenizedCorpus]) -> str:
@@ -363,8 +414,8 @@ def word2vec_vectors(config: Config, texts: list[str]) -> Path:
 
 # ------------------------------------------------------------------------------- the folder
 
-def save_encoder(path: str | os.PathLike, meta: dict, vocab: Vocabulary, state: dict[str, torch.Tensor],
-                 overwrite: bool = False) -> Path:
+
+def save_encoder(path: str | os.PathLike, meta: dict, vocab: Vocabulary, state: dict[str, torch.Tensor], overwrite: bool = False) -> Path:
     """Write the folder atomically: a temporary sibling renamed into place (the old one kept on failure)."""
     with atomic_folder(path, overwrite, what="another --output") as tmp:
         (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -386,24 +437,31 @@ class Encoder:
         """Copy the tensors into ``model``'s embedding and rnn, refusing another tokenizer or any shape mismatch."""
         if not isinstance(model, RNNClassifier):
             given = cast(ModelConfig, model.config)  # every model of models.py carries its ModelConfig
-            raise ConfigError(f"A pretrained encoder initialises one recurrent model (model.arch='rnn' and a single "
-                              f"model.cell). Received: arch={given.arch!r}, cell={given.cell!r}")
+            raise ConfigError(
+                f"A pretrained encoder initialises one recurrent model (model.arch='rnn' and a single "
+                f"model.cell). Received: arch={given.arch!r}, cell={given.cell!r}"
+            )
         trained = self.meta.get("tokenizer")
         if trained != tokenizer.to_dict():
             key = next((k for k in tokenizer.to_dict() if (trained or {}).get(k) != getattr(tokenizer, k)), "lower")
-            raise ConfigError(f"The pretrained encoder {str(self.path)!r} was trained with text.{key}="
-                              f"{(trained or {}).get(key)!r}, but this config has text.{key}={getattr(tokenizer, key)!r}; "
-                              f"fine-tune with the text settings it was pretrained with.")
+            raise ConfigError(
+                f"The pretrained encoder {str(self.path)!r} was trained with text.{key}="
+                f"{(trained or {}).get(key)!r}, but this config has text.{key}={getattr(tokenizer, key)!r}; "
+                f"fine-tune with the text settings it was pretrained with."
+            )
         expected = {k: v for k, v in model.state_dict().items() if k.split(".")[0] in ENCODER}
         for k in [*expected, *(k for k in self.state if k not in expected)]:  # the model's order: the weights first
             got = tuple(self.state[k].shape) if k in self.state else "absent"
             want = tuple(expected[k].shape) if k in expected else "absent"
             if got != want:
                 m = self.meta.get("config", {}).get("model", {})
-                pretrained = ", ".join(f"{n}={m.get(n)!r}" for n in ("arch", "cell", "embedding_dim", "hidden_size",
-                                                                     "num_layers", "bidirectional"))
-                raise ConfigError(f"The pretrained encoder {str(self.path)!r} does not fit the model: its {k} has shape "
-                                  f"{got}, the model's {want}. Set the model as it was pretrained: {pretrained}.")
+                pretrained = ", ".join(
+                    f"{n}={m.get(n)!r}" for n in ("arch", "cell", "embedding_dim", "hidden_size", "num_layers", "bidirectional")
+                )
+                raise ConfigError(
+                    f"The pretrained encoder {str(self.path)!r} does not fit the model: its {k} has shape "
+                    f"{got}, the model's {want}. Set the model as it was pretrained: {pretrained}."
+                )
         with torch.no_grad():
             for k, v in expected.items():
                 v.copy_(self.state[k])  # state_dict tensors share the parameters' storage

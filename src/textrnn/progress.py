@@ -23,15 +23,22 @@ class Progress:
     seconds given, one line at most that often (``desc: 12,000 rows done (3,100 rows/s)``), else
     nothing. Closes as a context manager."""
 
-    def __init__(self, total: int | None, desc: str, unit: str = "", enabled: bool = True, initial: int = 0,
-                 every: float | None = None, unit_scale: bool = False):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "",
+        enabled: bool = True,
+        initial: int = 0,
+        every: float | None = None,
+        unit_scale: bool = False,
+    ):
         self.enabled, self.every, self.desc, self.unit = enabled, every, desc, unit
         self.bar = None
         self.t0 = self.last = time.perf_counter()
         self.done = self.start = initial
         if enabled and on_terminal():
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale,
-                            leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale, leave=False, dynamic_ncols=True)
 
     def update(self, n: int, **postfix: float) -> None:
         self.done += n

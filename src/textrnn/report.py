@@ -28,8 +28,7 @@ from .pipeline import load_split
 
 log = logging.getLogger("textrnn")
 
-PLOTS = (("learning_curves.png", "Learning curves"), ("confusion_matrix.png", "Confusion matrix (test)"),
-         ("roc.png", "ROC curve (test)"))
+PLOTS = (("learning_curves.png", "Learning curves"), ("confusion_matrix.png", "Confusion matrix (test)"), ("roc.png", "ROC curve (test)"))
 
 
 def _read_json(path: Path):
@@ -69,26 +68,36 @@ def _metrics_tables(metrics: dict) -> str:
     classes = m.get("classes", [])
     if classes:
         head = "<tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
-        body = "".join(f"<tr><th>{html.escape(str(c))}</th>" + "".join(f"<td>{_fmt(m.get(f'{k}_{c}'))}</td>"
-                       for k in ("precision", "recall", "f1", "support")) + "</tr>" for c in classes)
+        body = "".join(
+            f"<tr><th>{html.escape(str(c))}</th>"
+            + "".join(f"<td>{_fmt(m.get(f'{k}_{c}'))}</td>" for k in ("precision", "recall", "f1", "support"))
+            + "</tr>"
+            for c in classes
+        )
         out.append(f"<h3>Per class ({splits[-1]})</h3><table>{head}{body}</table>")
     cm = m.get("confusion_matrix")
     if cm:
         head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in classes) + "</tr>"
-        body = "".join(f"<tr><th>{html.escape(str(c))}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>"
-                       for c, row in zip(classes, cm))
+        body = "".join(
+            f"<tr><th>{html.escape(str(c))}</th>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for c, row in zip(classes, cm)
+        )
         out.append(f"<h3>Confusion matrix ({splits[-1]})</h3><table>{head}{body}</table>")
     return "\n".join(out)
 
 
 def _summary(metrics: dict) -> str:
     d, t, env = metrics.get("data", {}), metrics.get("timings", {}), metrics.get("environment", {})
-    items = [("training texts", d.get("train")), ("validation texts", d.get("validation")), ("test texts", d.get("test")),
-             ("vocabulary", metrics.get("vocab_size")), ("parameters", metrics.get("parameters")),
-             ("epochs", len(metrics.get("history", []) or [])),
-             ("training time", f"{t['fit_seconds']:.1f} s" if "fit_seconds" in t else None),
-             ("textrnn / torch", f"{env.get('textrnn', '?')} / {env.get('torch', '?')}" if env else None),
-             ("machine", env.get("platform"))]
+    items = [
+        ("training texts", d.get("train")),
+        ("validation texts", d.get("validation")),
+        ("test texts", d.get("test")),
+        ("vocabulary", metrics.get("vocab_size")),
+        ("parameters", metrics.get("parameters")),
+        ("epochs", len(metrics.get("history", []) or [])),
+        ("training time", f"{t['fit_seconds']:.1f} s" if "fit_seconds" in t else None),
+        ("textrnn / torch", f"{env.get('textrnn', '?')} / {env.get('torch', '?')}" if env else None),
+        ("machine", env.get("platform")),
+    ]
     cells = "".join(f"<tr><th>{k}</th><td>{_fmt(f'{v:,}' if isinstance(v, int) else v)}</td></tr>" for k, v in items if v is not None)
     return f"<table class='summary'>{cells}</table>"
 
@@ -115,14 +124,18 @@ def _misclassified(run: Path, config, n: int, seed: int, progress: bool) -> tupl
         return "<p>No test text is misclassified.</p>", computed
     rng = np.random.default_rng(seed)
     picked = np.sort(rng.choice(wrong, size=min(n, len(wrong)), replace=False))
-    parts = [f"<p class='muted'>{len(picked)} of the {len(wrong):,} misclassified test texts "
-             f"({len(wrong) / len(y):.1%} of {len(y):,}), drawn with seed {seed}. Highlights: green pushed toward the "
-             f"(wrong) predicted label, red away from it.</p>"]
+    parts = [
+        f"<p class='muted'>{len(picked)} of the {len(wrong):,} misclassified test texts "
+        f"({len(wrong) / len(y):.1%} of {len(y):,}), drawn with seed {seed}. Highlights: green pushed toward the "
+        f"(wrong) predicted label, red away from it.</p>"
+    ]
     for i in picked:
         explained = explain(clf, test.texts[i])
-        parts.append(f"<div class='example'><div class='meta'>test text #{i} &middot; true <b>{html.escape(str(clf.classes_[y[i]]))}</b>"
-                     f" &middot; predicted <b class='wrong'>{html.escape(str(explained['label']))}</b> "
-                     f"({explained['probability']:.3f})</div>{highlight(explained)}</div>")
+        parts.append(
+            f"<div class='example'><div class='meta'>test text #{i} &middot; true <b>{html.escape(str(clf.classes_[y[i]]))}</b>"
+            f" &middot; predicted <b class='wrong'>{html.escape(str(explained['label']))}</b> "
+            f"({explained['probability']:.3f})</div>{highlight(explained)}</div>"
+        )
     return "\n".join(parts), computed
 
 
@@ -141,15 +154,17 @@ figcaption{color:#5f6b76;font-size:.9em}
 """
 
 
-def build_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = None, examples: int = 10,
-                 seed: int = 0, progress: bool = True) -> Path:
+def build_report(
+    run_dir: str | os.PathLike, output: str | os.PathLike | None = None, examples: int = 10, seed: int = 0, progress: bool = True
+) -> Path:
     """Write the run's HTML report (default ``RUN_DIR/report.html``) and return its path."""
     run = Path(run_dir)
     if not run.is_dir():
         raise TextRNNError(f"Run directory not found: {str(run)!r}")
     if not (run / "metrics.json").is_file() or not (run / "model").is_dir():
-        raise TextRNNError(f"{str(run)!r} is not a finished training run: it needs metrics.json and model/ "
-                           f"(made by: textrnn train --output {run})")
+        raise TextRNNError(
+            f"{str(run)!r} is not a finished training run: it needs metrics.json and model/ (made by: textrnn train --output {run})"
+        )
     metrics = _read_json(run / "metrics.json")
     history = metrics.get("history") or (_read_json(run / "history.json") if (run / "history.json").is_file() else [])
     config, config_text = _config(run, metrics)
@@ -172,8 +187,9 @@ def build_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
         if data is not None:
             figures.append(f"<figure>{_img(data, caption)}<figcaption>{caption}</figcaption></figure>")
     if not figures:
-        figures.append("<p class='muted'>No plots: matplotlib was not installed when the run was trained "
-                       "(pip install 'textrnn[plots]').</p>")
+        figures.append(
+            "<p class='muted'>No plots: matplotlib was not installed when the run was trained (pip install 'textrnn[plots]').</p>"
+        )
 
     title = f"textrnn run: {run.resolve().name}"
     acc = metrics.get("test_accuracy")
@@ -190,7 +206,7 @@ def build_report(run_dir: str | os.PathLike, output: str | os.PathLike | None = 
 <h2>Metrics</h2>
 {_metrics_tables(metrics)}
 <h2>Plots</h2>
-{''.join(figures)}
+{"".join(figures)}
 <h2>Misclassified test texts</h2>
 {mis_html or "<p class='muted'>Not requested.</p>"}
 <h2>Config</h2>

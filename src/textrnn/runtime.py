@@ -27,8 +27,7 @@ from .errors import ConfigError
 
 log = logging.getLogger("textrnn")
 if os.environ.get(CPU_PROFILE_ENV, "").strip().lower() not in ("", *CPU_PROFILES):
-    log.warning("Ignoring %s=%r: expected one of %s.", CPU_PROFILE_ENV, os.environ[CPU_PROFILE_ENV],
-                ", ".join(map(repr, CPU_PROFILES)))
+    log.warning("Ignoring %s=%r: expected one of %s.", CPU_PROFILE_ENV, os.environ[CPU_PROFILE_ENV], ", ".join(map(repr, CPU_PROFILES)))
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -97,13 +96,21 @@ def cpu_description() -> dict:
     profile, and torch's own view of its vector unit."""
     model, flags = cpu_info()
     fields = _cpuinfo_fields()
-    return {"model": model, "vendor": fields.get("vendor_id"), "family": fields.get("cpu family"),
-            "model_number": fields.get("model"), "machine": platform.machine(), "cores": _cores(),
-            "class": cpu_class(), "class_of_the_hardware": cpu_class(flags),
-            "flags": sorted(f for f in NOTABLE_FLAGS if f in flags),
-            "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()), "profile": cpu_profile(),
-            "native_bf16": cpu_has_native_bf16(),
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "model": model,
+        "vendor": fields.get("vendor_id"),
+        "family": fields.get("cpu family"),
+        "model_number": fields.get("model"),
+        "machine": platform.machine(),
+        "cores": _cores(),
+        "class": cpu_class(),
+        "class_of_the_hardware": cpu_class(flags),
+        "flags": sorted(f for f in NOTABLE_FLAGS if f in flags),
+        "flags_in_use": sorted(f for f in NOTABLE_FLAGS if f in cpu_flags()),
+        "profile": cpu_profile(),
+        "native_bf16": cpu_has_native_bf16(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def _cores() -> int:
@@ -125,15 +132,20 @@ def resolve_device(spec: str = "auto", local_rank: int = 0, world_size: int = 1)
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
-               else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
-        raise ConfigError(f"runtime.device={spec!r} needs CUDA, which is not available: {why}. "
-                          f"Use runtime.device='cpu' or 'auto'.")
+        why = (
+            "this PyTorch is a CPU-only build"
+            if torch.version.cuda is None
+            else "no GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+        )
+        raise ConfigError(f"runtime.device={spec!r} needs CUDA, which is not available: {why}. Use runtime.device='cpu' or 'auto'.")
     count = torch.cuda.device_count()
     index = int(spec.split(":")[1]) if ":" in spec else (local_rank if world_size > 1 else None)
     if index is not None and index >= count:
-        raise ConfigError(f"runtime.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
-                          + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "") + ".")
+        raise ConfigError(
+            f"runtime.device={spec!r} asks for GPU {index}, but {count} GPU(s) are visible"
+            + (f" (process LOCAL_RANK={local_rank})" if world_size > 1 else "")
+            + "."
+        )
     return torch.device("cuda", index) if index is not None else torch.device("cuda")
 
 
@@ -194,8 +206,10 @@ def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     if precision == "bfloat16" and device.type == "cpu" and not cpu_has_native_bf16():
-        raise ConfigError(f"runtime.precision='bfloat16' needs native bfloat16, but {_no_native_bf16()}. "
-                          f"Use runtime.precision='auto' (float32 here) or 'float32'.")
+        raise ConfigError(
+            f"runtime.precision='bfloat16' needs native bfloat16, but {_no_native_bf16()}. "
+            f"Use runtime.precision='auto' (float32 here) or 'float32'."
+        )
     return getattr(torch, precision)
 
 
@@ -213,8 +227,7 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
             raise
         if "bf16" not in _warned:
             _warned.add("bf16")
-            log.warning("The model was trained with precision 'bfloat16', but %s; it predicts in float32 here.",
-                        _no_native_bf16())
+            log.warning("The model was trained with precision 'bfloat16', but %s; it predicts in float32 here.", _no_native_bf16())
         return torch.float32
 
 

@@ -45,7 +45,7 @@ from .export import OnnxClassifier
 log = logging.getLogger("textrnn")
 
 STATIC = Path(__file__).parent / "static"
-MAX_TEXT_CHARS = 50_000     # the longest IMDB review is about 14,000 characters
+MAX_TEXT_CHARS = 50_000  # the longest IMDB review is about 14,000 characters
 MAX_BATCH = 128
 MAX_BODY_BYTES = 1_000_000
 # the most texts one merged forward takes: predict_proba's own batch on a CPU with the fast kernel
@@ -69,8 +69,15 @@ KERNEL_CACHE_SHAPES = 64
 KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 _EXAMPLE = '{"text": "A wonderful film."}'
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a JSON string ("\\udfff"), not encodable as UTF-8
-_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-               dict: "an object", type(None): "null"}
+_JSON_TYPES = {
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 class ApiError(Exception):
@@ -96,8 +103,7 @@ class BodyLimit:
     async def _refuse(self, send, size: str, close: bool = True) -> None:
         body = json.dumps({"detail": f"The request body is {size} bytes; the limit is {self.max_bytes:,} bytes."}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": headers + [(b"connection", b"close")] * close})
+        await send({"type": "http.response.start", "status": 413, "headers": headers + [(b"connection", b"close")] * close})
         await send({"type": "http.response.body", "body": body})
 
     async def _drain(self, receive, size: int, more: bool) -> bool:
@@ -170,8 +176,15 @@ class Batcher:
     fails alone and the others in its batch get their answers. Jobs are ``concurrent.futures``
     futures: a cancelled one (the client went away) is dropped before it runs."""
 
-    def __init__(self, predict, max_texts: int = BATCH_TEXTS, wait: float = BATCH_WAIT, gap: float = BATCH_GAP,
-                 name: str = "textrnn-inference", on_start=None):
+    def __init__(
+        self,
+        predict,
+        max_texts: int = BATCH_TEXTS,
+        wait: float = BATCH_WAIT,
+        gap: float = BATCH_GAP,
+        name: str = "textrnn-inference",
+        on_start=None,
+    ):
         if not isinstance(max_texts, int) or isinstance(max_texts, bool) or max_texts < 1:
             raise TextRNNError(f"batch_texts must be a positive integer. Received: batch_texts={max_texts!r}")
         for arg, value in (("batch_wait", wait), ("batch_gap", gap)):
@@ -181,7 +194,7 @@ class Batcher:
         self.wait, self.gap = float(wait), min(float(gap), float(wait))
         self._cond = threading.Condition()
         self._predictions: collections.deque = collections.deque()  # (texts, future, enqueued at)
-        self._calls: collections.deque = collections.deque()        # (fn, args, future)
+        self._calls: collections.deque = collections.deque()  # (fn, args, future)
         self._spent = {"predict": 0.0, "call": 0.0}  # each lane's time on the thread while both held work
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -289,7 +302,7 @@ class Batcher:
         s["largest"] = max(s["largest"], len(texts))
         start = 0
         for job_texts, future, _ in jobs:
-            future.set_result(proba[start:start + len(job_texts)].copy())  # its own rows, not a view of the others'
+            future.set_result(proba[start : start + len(job_texts)].copy())  # its own rows, not a view of the others'
             start += len(job_texts)
 
 
@@ -346,8 +359,7 @@ def model_name(model_dir: str | os.PathLike) -> str:
     return path.parent.name if path.name == "model" and path.parent.name else path.name
 
 
-def load_model(model: Any, runtime: str = "torch", onnx_path: str | os.PathLike | None = None,
-               threads: int | None = None):
+def load_model(model: Any, runtime: str = "torch", onnx_path: str | os.PathLike | None = None, threads: int | None = None):
     """The classifier to serve: ``model`` itself when fitted, else loaded from its directory; with
     ``runtime="onnx"`` an onnxruntime session with ``threads`` intra-op threads (None: its default)."""
     if runtime not in RUNTIMES:
@@ -361,11 +373,19 @@ def load_model(model: Any, runtime: str = "torch", onnx_path: str | os.PathLike 
     return TextClassifier.load(model)
 
 
-def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int = MAX_BATCH,
-               max_body_bytes: int = MAX_BODY_BYTES, runtime: str = "torch",
-               onnx_path: str | os.PathLike | None = None, name: str | None = None,
-               batch_texts: int = BATCH_TEXTS, batch_wait: float = BATCH_WAIT, batch_gap: float = BATCH_GAP,
-               inference_threads: int | None = None):
+def create_app(
+    model: Any,
+    max_text_chars: int = MAX_TEXT_CHARS,
+    max_batch: int = MAX_BATCH,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    runtime: str = "torch",
+    onnx_path: str | os.PathLike | None = None,
+    name: str | None = None,
+    batch_texts: int = BATCH_TEXTS,
+    batch_wait: float = BATCH_WAIT,
+    batch_gap: float = BATCH_GAP,
+    inference_threads: int | None = None,
+):
     """The FastAPI app for ``model``: a model directory, or a fitted TextClassifier. The model is
     loaded here, once; ``runtime="onnx"`` runs ``model_dir/model.onnx`` (or ``onnx_path``).
     Concurrent /predict requests are merged into forwards of up to ``batch_texts`` texts, a request
@@ -382,8 +402,12 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     except ImportError:
         raise TextRNNError("Serving needs FastAPI and uvicorn: pip install 'textrnn[serve]'") from None
 
-    for arg, value in (("max_text_chars", max_text_chars), ("max_batch", max_batch), ("max_body_bytes", max_body_bytes),
-                       ("inference_threads", 1 if inference_threads is None else inference_threads)):
+    for arg, value in (
+        ("max_text_chars", max_text_chars),
+        ("max_batch", max_batch),
+        ("max_body_bytes", max_body_bytes),
+        ("inference_threads", 1 if inference_threads is None else inference_threads),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise TextRNNError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
     clf = load_model(model, runtime, onnx_path, threads=inference_threads)
@@ -405,8 +429,9 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     labels = list(clf.classes_)
 
     class PredictRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "A wonderful film."},
-                                                                                   {"texts": ["Great.", "Awful."]}]})
+        model_config = ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"text": "A wonderful film."}, {"texts": ["Great.", "Awful."]}]}
+        )
         text: StrictStr | None = Field(None, description="one text")
         texts: list[StrictStr] | None = Field(None, description=f"several texts (at most {max_batch})")
 
@@ -421,15 +446,20 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     def probs(row) -> dict:
         return {str(c): float(p) for c, p in zip(labels, row)}
 
-    app = FastAPI(title="textrnn", version=__version__, lifespan=lifespan,
-                  description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.")
+    app = FastAPI(
+        title="textrnn",
+        version=__version__,
+        lifespan=lifespan,
+        description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.",
+    )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     fields = {"/predict": ("text", "texts"), "/explain": ("text",)}
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        status, detail = validation_message(list(exc.errors()), fields.get(request.url.path, ("text",)),
-                                            request.headers.get("content-type", ""))
+        status, detail = validation_message(
+            list(exc.errors()), fields.get(request.url.path, ("text",)), request.headers.get("content-type", "")
+        )
         return JSONResponse({"detail": detail}, status_code=status)
 
     @app.exception_handler(ApiError)
@@ -445,8 +475,10 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
         detail = exc.detail
         if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
             e = exc.__cause__
-            detail = (f"The body is not valid JSON: byte 0x{e.object[e.start]:02x} at position {e.start} is not UTF-8. "
-                      f"Send a UTF-8 JSON object such as {_EXAMPLE}.")
+            detail = (
+                f"The body is not valid JSON: byte 0x{e.object[e.start]:02x} at position {e.start} is not UTF-8. "
+                f"Send a UTF-8 JSON object such as {_EXAMPLE}."
+            )
         elif exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
             detail = f"The body is not valid JSON: it is nested too deeply. Send a JSON object such as {_EXAMPLE}."
         elif exc.status_code == 404:
@@ -459,8 +491,10 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     async def _bug(request: Request, exc: Exception):
         # the client gets one sentence, never the traceback or the exception's text (paths, internals):
         # Starlette re-raises after this answer, so the server's log keeps the traceback
-        return JSONResponse({"detail": f"Internal error while answering {request.method} {request.url.path}; "
-                                       "the server's log has the details."}, status_code=500)
+        return JSONResponse(
+            {"detail": f"Internal error while answering {request.method} {request.url.path}; the server's log has the details."},
+            status_code=500,
+        )
 
     @app.post("/predict", summary="Labels and probabilities for one text or a batch")
     async def predict(body: PredictRequest) -> dict:
@@ -480,8 +514,7 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
             for i, t in enumerate(body.texts):
                 check_text(t, f"texts[{i}]")
             proba = await batcher.predict(body.texts)
-            return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)],
-                    "probabilities": [probs(row) for row in proba]}
+            return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)], "probabilities": [probs(row) for row in proba]}
         text = body.text or ""  # a string here (checked above): the same text, typed as one
         check_text(text, "text")
         proba = (await batcher.predict([text]))[0]
@@ -505,19 +538,28 @@ def create_app(model: Any, max_text_chars: int = MAX_TEXT_CHARS, max_batch: int 
     def model_info() -> dict:
         meta = getattr(clf, "meta_", None) or {}
         config = clf.config_.to_dict()
-        return _finite({
-            "name": name, "labels": labels, "runtime": runtime, "vocab_size": len(clf.vocab_),
-            "config": config, "metrics": meta.get("metrics", {}),
-            "version": {"textrnn": __version__, "format_version": meta.get("format_version"),
-                        "trained_with": meta.get("versions", {})},
-            "limits": {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes},
-            # how /predict requests are merged, and what has been merged since start-up
-            "batching": {"batch_texts": batcher.max_texts, "batch_wait_s": batcher.wait, "batch_gap_s": batcher.gap,
-                         "inference_threads": inference_threads, **batcher.stats},
-        })
+        return _finite(
+            {
+                "name": name,
+                "labels": labels,
+                "runtime": runtime,
+                "vocab_size": len(clf.vocab_),
+                "config": config,
+                "metrics": meta.get("metrics", {}),
+                "version": {"textrnn": __version__, "format_version": meta.get("format_version"), "trained_with": meta.get("versions", {})},
+                "limits": {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes},
+                # how /predict requests are merged, and what has been merged since start-up
+                "batching": {
+                    "batch_texts": batcher.max_texts,
+                    "batch_wait_s": batcher.wait,
+                    "batch_gap_s": batcher.gap,
+                    "inference_threads": inference_threads,
+                    **batcher.stats,
+                },
+            }
+        )
 
-    headers = {"Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:",
-               "X-Content-Type-Options": "nosniff"}
+    headers = {"Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:", "X-Content-Type-Options": "nosniff"}
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -537,11 +579,21 @@ def bound_kernel_caches(shapes: int = KERNEL_CACHE_SHAPES) -> dict:
     return {var: os.environ[var] for var in KERNEL_CACHE_VARIABLES}
 
 
-def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
-          onnx_path: str | os.PathLike | None = None, max_text_chars: int = MAX_TEXT_CHARS,
-          max_batch: int = MAX_BATCH, max_body_bytes: int = MAX_BODY_BYTES, log_level: str = "info",
-          batch_texts: int = BATCH_TEXTS, batch_wait: float = BATCH_WAIT, batch_gap: float = BATCH_GAP,
-          inference_threads: int | None = INFERENCE_THREADS) -> None:
+def serve(
+    model_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    runtime: str = "torch",
+    onnx_path: str | os.PathLike | None = None,
+    max_text_chars: int = MAX_TEXT_CHARS,
+    max_batch: int = MAX_BATCH,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    log_level: str = "info",
+    batch_texts: int = BATCH_TEXTS,
+    batch_wait: float = BATCH_WAIT,
+    batch_gap: float = BATCH_GAP,
+    inference_threads: int | None = INFERENCE_THREADS,
+) -> None:
     """Load the model and serve it with uvicorn until interrupted: a process of its own, so the
     kernel caches (``bound_kernel_caches``) and the intra-op threads (INFERENCE_THREADS) are set
     for the whole process."""
@@ -552,11 +604,25 @@ def serve(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 800
     bound_kernel_caches()
     if runtime == "torch" and inference_threads is not None:
         torch.set_num_threads(inference_threads)
-    app = create_app(model_dir, max_text_chars=max_text_chars, max_batch=max_batch, max_body_bytes=max_body_bytes,
-                     runtime=runtime, onnx_path=onnx_path, batch_texts=batch_texts, batch_wait=batch_wait,
-                     batch_gap=batch_gap, inference_threads=inference_threads)
+    app = create_app(
+        model_dir,
+        max_text_chars=max_text_chars,
+        max_batch=max_batch,
+        max_body_bytes=max_body_bytes,
+        runtime=runtime,
+        onnx_path=onnx_path,
+        batch_texts=batch_texts,
+        batch_wait=batch_wait,
+        batch_gap=batch_gap,
+        inference_threads=inference_threads,
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this machine can use the model", host)
-    log.info("serving %s (%s runtime) on http://%s:%d/  (API docs: /docs)", app.state.model_name, runtime,
-             f"[{host}]" if ":" in host else host, port)
+    log.info(
+        "serving %s (%s runtime) on http://%s:%d/  (API docs: /docs)",
+        app.state.model_name,
+        runtime,
+        f"[{host}]" if ":" in host else host,
+        port,
+    )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

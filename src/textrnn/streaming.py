@@ -54,8 +54,10 @@ def input_kind(path: Path) -> str:
         return "txt"
     kind = TABLE_SUFFIXES.get(suffix)
     if kind is None:
-        raise DataError(f"Unknown input file type {suffix or '(no extension)'!r} for {path.name!r}; "
-                        f"streaming reads .txt, .csv, .tsv, .jsonl and .parquet.")
+        raise DataError(
+            f"Unknown input file type {suffix or '(no extension)'!r} for {path.name!r}; "
+            f"streaming reads .txt, .csv, .tsv, .jsonl and .parquet."
+        )
     return kind
 
 
@@ -96,8 +98,10 @@ class _Lines:
         try:
             return raw.decode("utf-8", errors="strict" if self.strict else "replace")
         except UnicodeDecodeError as e:
-            raise DataError(f"{self.name}: the line at byte {start:,} is not valid utf-8 (byte "
-                            f"{raw[e.start]:#04x}); streaming prediction reads UTF-8 files.") from None
+            raise DataError(
+                f"{self.name}: the line at byte {start:,} is not valid utf-8 (byte "
+                f"{raw[e.start]:#04x}); streaming prediction reads UTF-8 files."
+            ) from None
 
 
 def _chunks_of(rows: Iterator[str], size: int, where) -> Iterator[tuple[list[str], int]]:
@@ -129,7 +133,6 @@ def _csv_header(path: Path, delimiter: str, text_column: str) -> tuple[int, int,
                 if any(cell.strip() for cell in header):
                     header = [cell.strip() for cell in header]
                     if text_column not in header:
-
                         raise missing_column(path.name, text_column, "text", header)
                     return header.index(text_column), len(header), lines.pos
         except csv.Error as e:
@@ -159,13 +162,14 @@ def _jsonl_rows(lines: _Lines, text_column: str) -> Iterator[str]:
         except (ValueError, RecursionError) as e:
             raise DataError(f"{lines.name}: the line ending at byte {lines.pos:,} is not valid JSON ({e}).") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{lines.name}: the line ending at byte {lines.pos:,} is not a JSON object. "
-                            f"Received: {type(obj).__name__} {line.strip()[:40]!r}.")
+            raise DataError(
+                f"{lines.name}: the line ending at byte {lines.pos:,} is not a JSON object. "
+                f"Received: {type(obj).__name__} {line.strip()[:40]!r}."
+            )
         if text_column in obj:
             seen_column = True
         elif not seen_column and n >= 1000:  # a thousand rows without it: the wrong column name
-            raise DataError(f"{lines.name}: no text column {text_column!r} in 1,000 rows; keys found: "
-                            f"{list(obj)[:10]}.")
+            raise DataError(f"{lines.name}: no text column {text_column!r} in 1,000 rows; keys found: {list(obj)[:10]}.")
         yield as_text(obj.get(text_column), "utf-8")
     if n and not seen_column:
         raise DataError(f"{lines.name}: no row has the text column {text_column!r}.")
@@ -200,7 +204,6 @@ def _parquet_chunks(path: Path, text_column: str, chunk_size: int, start: int) -
     except Exception as e:  # pyarrow raises several types for files that are not Parquet
         raise DataError(f"Cannot read {path.name!r} as Parquet: {str(e).splitlines()[0] if str(e) else type(e).__name__}.") from None
     if text_column not in names:
-
         raise missing_column(path.name, text_column, "text", names)
     # skip whole row groups before ``start``; then the rows of the first one before it
     groups: list[int] = []
@@ -248,16 +251,16 @@ class _JsonlWriter:
         size = self.f.seek(0, os.SEEK_END)
         if size < committed:
             self.f.close()
-            raise ArtifactError(f"{str(path)!r} is shorter ({size:,} bytes) than its progress file says "
-                                f"({committed:,}); start again with --overwrite.")
+            raise ArtifactError(
+                f"{str(path)!r} is shorter ({size:,} bytes) than its progress file says ({committed:,}); start again with --overwrite."
+            )
         self.f.truncate(committed)  # a chunk half written when the run was stopped
         self.f.seek(committed)
 
     def write(self, texts: list[str], proba: np.ndarray, labels: list) -> int:
         lines = []
         for text, p, label in zip(texts, proba.tolist(), labels):
-            lines.append(json.dumps({"text": text, "label": label,
-                                     "probabilities": {c: round(v, 6) for c, v in zip(self.classes, p)}}))
+            lines.append(json.dumps({"text": text, "label": label, "probabilities": {c: round(v, 6) for c, v in zip(self.classes, p)}}))
         self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
         self.f.flush()
         os.fsync(self.f.fileno())  # on disk before the sidecar says so
@@ -280,8 +283,7 @@ class _ParquetWriter:
                 part.unlink()
         self.next = chunks_done
         label_type = pa.int64() if all(isinstance(c, int) for c in classes) else pa.string()
-        self.schema = pa.schema([("text", pa.string()), ("label", label_type)]
-                                + [(f"probability_{c}", pa.float32()) for c in classes])
+        self.schema = pa.schema([("text", pa.string()), ("label", label_type)] + [(f"probability_{c}", pa.float32()) for c in classes])
 
     def write(self, texts: list[str], proba: np.ndarray, labels: list) -> int:
         columns = [pa.array(texts, pa.string()), pa.array(labels, self.schema.field("label").type)]
@@ -324,9 +326,12 @@ def _model_digest(model_dir: Path) -> str:
 
 def _identity(input_path: Path, model_dir: Path, text_column: str, kind: str) -> dict:
     st = input_path.stat()
-    return {"input": {"path": str(input_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
-            "model": {"path": str(model_dir.resolve()), "digest": _model_digest(model_dir)},
-            "text_column": text_column, "output_format": kind}
+    return {
+        "input": {"path": str(input_path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        "model": {"path": str(model_dir.resolve()), "digest": _model_digest(model_dir)},
+        "text_column": text_column,
+        "output_format": kind,
+    }
 
 
 def commit(path: Path, state: dict) -> None:
@@ -379,8 +384,10 @@ def _earlier_progress(output: Path, identity: dict, resume: bool, overwrite: boo
         state = _read_progress(sidecar)
         differs = [k for k in identity if state.get(k) != identity[k]]
         if differs:
-            raise ArtifactError(f"{str(sidecar)!r} is the progress of another run ("
-                                f"{_describe_difference(state, identity, differs[0])}); pass --overwrite to start again.")
+            raise ArtifactError(
+                f"{str(sidecar)!r} is the progress of another run ("
+                f"{_describe_difference(state, identity, differs[0])}); pass --overwrite to start again."
+            )
         return state
     if resume:
         raise ArtifactError(f"Nothing to resume: {str(sidecar)!r} does not exist.")
@@ -389,9 +396,19 @@ def _earlier_progress(output: Path, identity: dict, resume: bool, overwrite: boo
     return None
 
 
-def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, output: str | os.PathLike, *,
-                 text_column: str = "text", chunk_size: int = 10_000, batch_size: int = 512, device: str = "auto",
-                 resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def predict_file(
+    model_dir: str | os.PathLike,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    text_column: str = "text",
+    chunk_size: int = 10_000,
+    batch_size: int = 512,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Predict every row of ``input_path`` into ``output`` (.jsonl or .parquet), ``chunk_size`` rows
     at a time. A run stopped part way is continued from its sidecar when the same input and model
     are given again (``resume=True`` insists on it); ``overwrite=True`` starts again.
@@ -406,14 +423,25 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
     fresh = state is None
     if state is None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        state = {"format": PROGRESS_FORMAT, "version": PROGRESS_VERSION, **identity,
-                 "rows_done": 0, "chunks_done": 0, "input_position": 0, "output_bytes": 0, "input_done": False}
+        state = {
+            "format": PROGRESS_FORMAT,
+            "version": PROGRESS_VERSION,
+            **identity,
+            "rows_done": 0,
+            "chunks_done": 0,
+            "input_position": 0,
+            "output_bytes": 0,
+            "input_done": False,
+        }
         commit(sidecar, state)
     resumed_from = state["rows_done"]
     if progress and (resumed_from or state["input_done"]):
         log.info("continuing %s from row %s (%s)", output, f"{resumed_from:,}", sidecar.name)
-    writer = (_JsonlWriter(output, state["output_bytes"], clf.classes_) if kind == "jsonl"
-              else _ParquetWriter(output, state["chunks_done"], clf.classes_))
+    writer = (
+        _JsonlWriter(output, state["output_bytes"], clf.classes_)
+        if kind == "jsonl"
+        else _ParquetWriter(output, state["chunks_done"], clf.classes_)
+    )
     bar = Progress(count_rows(input_path), "predict", " rows", progress, initial=resumed_from, every=10.0, unit_scale=True)
     t0 = time.perf_counter()
     try:
@@ -422,8 +450,12 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
                 proba = clf.predict_proba(texts, batch_size=batch_size)
                 labels = [clf.classes_[i] for i in proba.argmax(axis=1).tolist()]
                 size = writer.write(texts, proba, labels)
-                state.update(rows_done=state["rows_done"] + len(texts), chunks_done=state["chunks_done"] + 1,
-                             input_position=position, output_bytes=size)
+                state.update(
+                    rows_done=state["rows_done"] + len(texts),
+                    chunks_done=state["chunks_done"] + 1,
+                    input_position=position,
+                    output_bytes=size,
+                )
                 commit(sidecar, state)
                 bar.update(len(texts))
             state["input_done"] = True
@@ -436,8 +468,7 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
                 p.unlink(missing_ok=True)
             shutil.rmtree(parts, ignore_errors=True)
         elif isinstance(e, KeyboardInterrupt):
-            log.warning("predict: stopped after %s rows, all saved; run the same command again to continue",
-                        f"{state['rows_done']:,}")
+            log.warning("predict: stopped after %s rows, all saved; run the same command again to continue", f"{state['rows_done']:,}")
         raise
     finally:
         writer.close()
@@ -445,11 +476,15 @@ def predict_file(model_dir: str | os.PathLike, input_path: str | os.PathLike, ou
     sidecar.unlink(missing_ok=True)  # complete: nothing left to continue
     seconds = time.perf_counter() - t0
     done = state["rows_done"] - resumed_from
-    result = {"rows": state["rows_done"], "seconds": seconds, "rows_per_s": done / max(seconds, 1e-9),
-              "resumed_from": resumed_from, "output": str(output)}
+    result = {
+        "rows": state["rows_done"],
+        "seconds": seconds,
+        "rows_per_s": done / max(seconds, 1e-9),
+        "resumed_from": resumed_from,
+        "output": str(output),
+    }
     if progress:
-        log.info("predicted %s rows in %.1fs (%s rows/s) -> %s", f"{done:,}", seconds,
-                 f"{result['rows_per_s']:,.0f}", output)
+        log.info("predicted %s rows in %.1fs (%s rows/s) -> %s", f"{done:,}", seconds, f"{result['rows_per_s']:,.0f}", output)
     return result
 
 
@@ -460,7 +495,9 @@ def _describe_difference(state: dict, identity: dict, key: str) -> str:
             return f"input was {was.get('path')!r}, now {now['path']!r}"
         return f"{now['path']!r} has changed since: {was.get('size')} bytes then, {now['size']} now, or modified"
     if key == "model":
-        return f"model was {(state.get('model') or {}).get('path')!r} with other weights" if (
-            (state.get("model") or {}).get("path") == identity["model"]["path"]) else \
-            f"model was {(state.get('model') or {}).get('path')!r}, now {identity['model']['path']!r}"
+        return (
+            f"model was {(state.get('model') or {}).get('path')!r} with other weights"
+            if ((state.get("model") or {}).get("path") == identity["model"]["path"])
+            else f"model was {(state.get('model') or {}).get('path')!r}, now {identity['model']['path']!r}"
+        )
     return f"{key} was {state.get(key)!r}, now {identity[key]!r}"

@@ -141,15 +141,21 @@ def truncate(ids: Iterable[int], max_length: int, truncating: str = "post", head
     if truncating == "post":
         return ids[:max_length]
     if truncating == "pre":
-        return ids[len(ids) - max_length:]
+        return ids[len(ids) - max_length :]
     if truncating == "head_tail":
         head = int(round(max_length * head_fraction))
-        return ids[:head] + ids[len(ids) - (max_length - head):]
+        return ids[:head] + ids[len(ids) - (max_length - head) :]
     raise expected_one_of("truncating", truncating, TRUNCATING)
 
 
-def pad(sequences: Sequence[Sequence[int]], max_length: int | None = None, padding: str = "post",
-        truncating: str = "post", head_fraction: float = 0.5, value: int = PAD_ID) -> tuple[np.ndarray, np.ndarray]:
+def pad(
+    sequences: Sequence[Sequence[int]],
+    max_length: int | None = None,
+    padding: str = "post",
+    truncating: str = "post",
+    head_fraction: float = 0.5,
+    value: int = PAD_ID,
+) -> tuple[np.ndarray, np.ndarray]:
     """A (N, max_length) int64 matrix and the (N,) real lengths, after truncation.
 
     ``max_length=None`` pads to the longest sequence. A length of 0 stays 0: the model treats an
@@ -172,12 +178,13 @@ def pad(sequences: Sequence[Sequence[int]], max_length: int | None = None, paddi
             if padding == "post":
                 out[i, :n] = seq
             else:
-                out[i, max_length - n:] = seq
+                out[i, max_length - n :] = seq
     return out, lengths
 
 
-def encode_texts(texts: Iterable[str], tokenizer: Tokenizer, vocab: Vocabulary, max_length: int,
-                 truncating: str = "post", head_fraction: float = 0.5) -> list[np.ndarray]:
+def encode_texts(
+    texts: Iterable[str], tokenizer: Tokenizer, vocab: Vocabulary, max_length: int, truncating: str = "post", head_fraction: float = 0.5
+) -> list[np.ndarray]:
     """Tokenize, map to ids and truncate: one int32 array per text (unpadded; batching pads)."""
     get = vocab.index.get
     out = []
@@ -196,9 +203,9 @@ class TokenizedCorpus:
     """
 
     def __init__(self, types: list[str], ids: np.ndarray, offsets: np.ndarray):
-        self.types = types                 # distinct tokens, first-seen order
-        self.ids = ids                     # (total_tokens,) int32 indices into types
-        self.offsets = offsets             # (N + 1,) int64: text i is ids[offsets[i]:offsets[i + 1]]
+        self.types = types  # distinct tokens, first-seen order
+        self.ids = ids  # (total_tokens,) int32 indices into types
+        self.offsets = offsets  # (N + 1,) int64: text i is ids[offsets[i]:offsets[i + 1]]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

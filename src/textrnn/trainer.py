@@ -47,6 +47,7 @@ def _fresh_totals() -> dict:
 @dataclass
 class Loop:
     """Everything the loop carries from step to step; a checkpoint is this plus the tensors."""
+
     epoch: int = 1
     batch: int = 0
     step: int = 0
@@ -60,11 +61,19 @@ class Loop:
     history: list = field(default_factory=list)
 
 
-def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, config: TrainConfig,
-        val_x: Sequence[np.ndarray] | None = None, val_y: np.ndarray | None = None,
-        progress: bool = True, on_epoch_end: Callable[[dict], None] | None = None,
-        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
-        runtime: RuntimeConfig | None = None) -> list[dict]:
+def fit(
+    model: nn.Module,
+    train_x: Sequence[np.ndarray],
+    train_y: np.ndarray,
+    config: TrainConfig,
+    val_x: Sequence[np.ndarray] | None = None,
+    val_y: np.ndarray | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    runtime: RuntimeConfig | None = None,
+) -> list[dict]:
     """Train ``model`` in place; returns the history (one dict per epoch). With validation data the
     weights of the best epoch (by ``config.monitor``) are restored at the end.
 
@@ -78,8 +87,7 @@ def fit(model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, co
     rank 0 writes checkpoints; every process returns the same history and weights."""
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
-    return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir,
-                   runtime).run(resume)
+    return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir, runtime).run(resume)
 
 
 def _finite_parameters(model: nn.Module) -> bool:
@@ -89,10 +97,19 @@ def _finite_parameters(model: nn.Module) -> bool:
 class Trainer:
     """One training run's setup; ``run()`` trains."""
 
-    def __init__(self, model: nn.Module, train_x: Sequence[np.ndarray], train_y: np.ndarray, config: TrainConfig,
-                 val_x: Sequence[np.ndarray] | None = None, val_y: np.ndarray | None = None, progress: bool = True,
-                 on_epoch_end: Callable[[dict], None] | None = None,
-                 checkpoint_dir: str | os.PathLike | None = None, runtime: RuntimeConfig | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        train_x: Sequence[np.ndarray],
+        train_y: np.ndarray,
+        config: TrainConfig,
+        val_x: Sequence[np.ndarray] | None = None,
+        val_y: np.ndarray | None = None,
+        progress: bool = True,
+        on_epoch_end: Callable[[dict], None] | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        runtime: RuntimeConfig | None = None,
+    ):
         self.model, self.train_x, self.config, self.on_epoch_end = model, train_x, config, on_epoch_end
         self.runtime = runtime = runtime or RuntimeConfig()
         self.ctx = ctx = distributed.current()
@@ -107,8 +124,7 @@ class Trainer:
         self.train_y = np.asarray(train_y, dtype=np.int64)
         outputs = num_outputs(model)
         model.to(device)  # in place; nothing moves when it is already there
-        weights = (balanced_weights(self.train_y, 2 if outputs == 1 else outputs).to(device)
-                   if config.class_weight == "balanced" else None)
+        weights = balanced_weights(self.train_y, 2 if outputs == 1 else outputs).to(device) if config.class_weight == "balanced" else None
         self.lengths = lengths_of(train_x)
         # every process takes ceil(batches / W) steps an epoch (see distributed.shard)
         self.steps_per_epoch = math.ceil(math.ceil(len(train_x) / config.batch_size) / ctx.world_size)
@@ -116,8 +132,7 @@ class Trainer:
         dtype = compute_dtype(device, runtime.precision)
         self.workers = pieces.workers(device, dtype, ctx)
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * config.epochs)
-        self.frozen = ([p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad]
-                       if config.freeze_encoder_epochs else [])
+        self.frozen = [p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad] if config.freeze_encoder_epochs else []
         self.val_x, self.val_y = val_x, (np.asarray(val_y, dtype=np.int64) if val_y is not None else None)
         self.has_val = val_x is not None and len(val_x) > 0
         self.targets = torch.from_numpy(self.train_y)
@@ -132,18 +147,28 @@ class Trainer:
         if resume:
             if self.ckpt is None:
                 raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
-            saved, self.best_state = restore(self.ckpt, self.model, self.optimizer, self.schedule, self.rng,
-                                             self._settings(), self.fingerprint, self.ctx, self.device)
+            saved, self.best_state = restore(
+                self.ckpt, self.model, self.optimizer, self.schedule, self.rng, self._settings(), self.fingerprint, self.ctx, self.device
+            )
             self.loop = Loop(**saved)
-            log.info("resuming from epoch %d, batch %d (step %d)%s", self.loop.epoch, self.loop.batch, self.loop.step,
-                     " - training had finished" if self.loop.finished else "")
+            log.info(
+                "resuming from epoch %d, batch %d (step %d)%s",
+                self.loop.epoch,
+                self.loop.batch,
+                self.loop.step,
+                " - training had finished" if self.loop.finished else "",
+            )
         if self.ctx.is_distributed:  # never for one process: no wrapper, no hooks, the single-process path as it was
             # It starts by copying rank 0's weights to every process, so they all begin alike.
-            self.step.net = DistributedDataParallel(self.model, gradient_as_bucket_view=True,
-                                                    device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.step.net = DistributedDataParallel(
+                self.model, gradient_as_bucket_view=True, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.start = time.perf_counter() - self.loop.elapsed
-        with (DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt, worker_pool(self.workers) as self.pool,
-              denormals_flushed()):
+        with (
+            DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt,
+            worker_pool(self.workers) as self.pool,
+            denormals_flushed(),
+        ):
             epoch = self.loop.epoch
             while not self.loop.finished and epoch <= self.config.epochs:
                 self.loop.epoch = epoch
@@ -182,15 +207,20 @@ class Trainer:
             stopping = self._batch(batches[b], epoch)
             loop.batch, loop.step = b + 1, loop.step + 1
             bar.update(1, loss=tot["loss"] / tot["seen"], accuracy=tot["correct"] / tot["seen"])
-            if self.ckpt is not None and b + 1 < len(batches) and (
-                    stopping or (self.runtime.checkpoint_every and loop.step % self.runtime.checkpoint_every == 0)):
+            if (
+                self.ckpt is not None
+                and b + 1 < len(batches)
+                and (stopping or (self.runtime.checkpoint_every and loop.step % self.runtime.checkpoint_every == 0))
+            ):
                 tot["seconds"] = time.perf_counter() - t0
                 loop.elapsed = time.perf_counter() - self.start
                 self._snapshot(epoch_done=False)
                 if stopping:
                     bar.close()
-                    raise TrainingInterrupted(f"Training stopped at epoch {epoch}, batch {b + 1} of {len(batches)}; "
-                                              f"checkpoint saved in {str(self.ckpt.dir)!r}.", self.ckpt.dir)
+                    raise TrainingInterrupted(
+                        f"Training stopped at epoch {epoch}, batch {b + 1} of {len(batches)}; checkpoint saved in {str(self.ckpt.dir)!r}.",
+                        self.ckpt.dir,
+                    )
         bar.close()
         self._end_epoch(epoch, time.perf_counter() - t0)
 
@@ -210,11 +240,14 @@ class Trainer:
                 rng.bit_generator.state = loop.epoch_rng
             except (TypeError, ValueError, KeyError) as e:
                 raise CheckpointError(f"{self._where()} is damaged (epoch_rng: {e}).") from None
-        batches = distributed.shard(training_batches(self.lengths, self.config.batch_size, rng, group=ctx.world_size),
-                                    ctx.rank, ctx.world_size)
+        batches = distributed.shard(
+            training_batches(self.lengths, self.config.batch_size, rng, group=ctx.world_size), ctx.rank, ctx.world_size
+        )
         if resumed_at is not None and (rng.bit_generator.state != resumed_at or len(batches) <= loop.batch):
-            raise CheckpointError(f"{self._where()}: the batch order of epoch {epoch} cannot be redrawn as it "
-                                  f"was; the checkpoint is damaged or from other data.")
+            raise CheckpointError(
+                f"{self._where()}: the batch order of epoch {epoch} cannot be redrawn as it "
+                f"was; the checkpoint is damaged or from other data."
+            )
         return batches
 
     def _batch(self, idx: np.ndarray, epoch: int) -> bool:
@@ -224,8 +257,7 @@ class Trainer:
         y = self.targets[idx].to(device)
         ids, lens = ids.to(device), lens.to(device)
         self.optimizer.zero_grad(set_to_none=True)
-        parts = pieces.micro_batches(len(idx), ids.size(1), self.runtime.micro_batch_tokens if device.type == "cpu" else None,
-                                     self.workers)
+        parts = pieces.micro_batches(len(idx), ids.size(1), self.runtime.micro_batch_tokens if device.type == "cpu" else None, self.workers)
         if self.pool is None:  # one piece, or several whose gradients add up to the batch's
             loss, piece_logits = self.step.one_after_another(ids, lens, y, parts, ctx)
         else:  # side by side, one core each
@@ -236,9 +268,11 @@ class Trainer:
             diverged, stopping = map(bool, distributed.all_reduce([diverged, stopping], op="max"))
         if diverged:
             kept = f"; {self.ckpt.describe()}" if self.ckpt else ""
-            raise TextRNNError(f"Training diverged: the loss became {loss.item()} at epoch {epoch}, step "
-                               f"{self.loop.step + 1}{kept}. Try a lower learning rate (received: "
-                               f"learning_rate={config.learning_rate}).")
+            raise TextRNNError(
+                f"Training diverged: the loss became {loss.item()} at epoch {epoch}, step "
+                f"{self.loop.step + 1}{kept}. Try a lower learning rate (received: "
+                f"learning_rate={config.learning_rate})."
+            )
         self._apply_gradients(epoch)
         tot, n = self.loop.totals, len(idx)
         tot["loss"] += loss.item() * n
@@ -266,17 +300,26 @@ class Trainer:
         if ctx.is_distributed:  # the epoch's figures over all processes
             loss_sum, correct, seen, tokens = distributed.all_reduce([loss_sum, correct, seen, tokens])
         seen = max(seen, 1)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
-               "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9),
-               "learning_rate": self.optimizer.param_groups[0]["lr"]}
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum / seen,
+            "accuracy": correct / seen,
+            "seconds": seconds,
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+        }
         if self.has_val:
             row["val_loss"], row["val_accuracy"] = self._validate()
         row["elapsed"] = time.perf_counter() - self.start
         loop.history.append(row)
         if self.progress:
-            log.info("epoch %d/%d  %s", epoch, config.epochs,
-                     "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-                     + f"  ({seconds:.1f}s, {row['tokens_per_s']:,.0f} tokens/s)")
+            log.info(
+                "epoch %d/%d  %s",
+                epoch,
+                config.epochs,
+                "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+                + f"  ({seconds:.1f}s, {row['tokens_per_s']:,.0f} tokens/s)",
+            )
         if self.on_epoch_end is not None:
             self.on_epoch_end(row)
         stop = self.has_val and self._keep_best(row, epoch)
@@ -290,8 +333,9 @@ class Trainer:
             else:
                 stopping = self.interrupt.requested
             if stopping and not loop.finished:
-                raise TrainingInterrupted(f"Training stopped after epoch {epoch} of {config.epochs}; "
-                                          f"checkpoint saved in {str(self.ckpt.dir)!r}.", self.ckpt.dir)
+                raise TrainingInterrupted(
+                    f"Training stopped after epoch {epoch} of {config.epochs}; checkpoint saved in {str(self.ckpt.dir)!r}.", self.ckpt.dir
+                )
 
     def _keep_best(self, row: dict, epoch: int) -> bool:
         """Keep the best epoch's weights; whether early stopping ends the run here."""
@@ -307,8 +351,13 @@ class Trainer:
             return False
         loop.waited += 1
         if config.early_stopping_patience and loop.waited >= config.early_stopping_patience:
-            log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
-                     config.monitor, loop.waited, loop.best, loop.best_epoch)
+            log.info(
+                "early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                config.monitor,
+                loop.waited,
+                loop.best,
+                loop.best_epoch,
+            )
             return True
         return False
 
@@ -340,16 +389,21 @@ class Trainer:
     def _settings(self) -> dict:
         """The settings a resumed run must share with the interrupted one: every train.* setting and
         the runtime ones that change the numbers (device, threads and checkpoint interval do not)."""
-        return {**dataclasses.asdict(self.config), "precision": self.runtime.precision,
-                "micro_batch_tokens": self.runtime.micro_batch_tokens}
+        return {
+            **dataclasses.asdict(self.config),
+            "precision": self.runtime.precision,
+            "micro_batch_tokens": self.runtime.micro_batch_tokens,
+        }
 
     def _snapshot(self, epoch_done: bool) -> None:
         loop, ctx, ckpt = self.loop, self.ctx, self.ckpt
         assert ckpt is not None  # snapshots are taken only with checkpoints on
         if not _finite_parameters(self.model):  # never save a diverged state over a good one
-            raise TextRNNError(f"Training diverged: the weights are no longer finite at epoch {loop.epoch}, step "
-                               f"{loop.step}; {ckpt.describe()}. Try a lower learning rate (received: "
-                               f"learning_rate={self.config.learning_rate}).")
+            raise TextRNNError(
+                f"Training diverged: the weights are no longer finite at epoch {loop.epoch}, step "
+                f"{loop.step}; {ckpt.describe()}. Try a lower learning rate (received: "
+                f"learning_rate={self.config.learning_rate})."
+            )
         rng_states = distributed.gather_objects(torch_rng_states(self.device))  # every process's dropout RNG
         totals = loop.totals
         if ctx.is_distributed:  # the epoch's running sums over all processes
@@ -378,11 +432,21 @@ class Trainer:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items()})
         np_legacy = np.random.get_state()
         assert isinstance(np_legacy, tuple)  # the global RandomState's MT19937 gives the legacy tuple
-        state = {**dataclasses.asdict(self.loop), "totals": totals, "epoch_done": epoch_done,
-                 "steps_per_epoch": self.steps_per_epoch, "world_size": self.ctx.world_size,
-                 "config": self._settings(), "data": self.fingerprint, "optimizer": opt_json,
-                 "scheduler": self.schedule.state_dict() if self.schedule is not None else None,
-                 "rng": {"numpy": self.rng.bit_generator.state, "python": random.getstate(),
-                         "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]]},
-                 "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        state = {
+            **dataclasses.asdict(self.loop),
+            "totals": totals,
+            "epoch_done": epoch_done,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.ctx.world_size,
+            "config": self._settings(),
+            "data": self.fingerprint,
+            "optimizer": opt_json,
+            "scheduler": self.schedule.state_dict() if self.schedule is not None else None,
+            "rng": {
+                "numpy": self.rng.bit_generator.state,
+                "python": random.getstate(),
+                "numpy_legacy": [np_legacy[0], np_legacy[1].tolist(), *np_legacy[2:]],
+            },
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         return state, tensors
