@@ -200,21 +200,8 @@ class DeferredInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def restore(
-    ckpt: Checkpointer,
-    model: nn.Module,
-    optimizer,
-    schedule,
-    rng: np.random.Generator,
-    settings: dict,
-    fingerprint: str | None,
-    ctx: distributed.Context = distributed.Context(),
-    device: torch.device = torch.device("cpu"),
-) -> tuple[dict, dict | None]:
-    """Put model, optimizer, schedule and every RNG back where the checkpoint left them. With
-    several processes each reads the checkpoint (the run directory is shared) and takes its own RNG."""
-    state, tensors = ckpt.load()
-    where = str(ckpt.dir)
+def _check_same_run(state: dict, where: str, settings: dict, ctx: distributed.Context) -> None:
+    """Refuse to resume with other settings or another number of processes than the run had."""
     saved = state.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{where!r}: the checkpoint holds no training settings; it is damaged.")
@@ -231,6 +218,24 @@ def restore(
                 f"{where!r} was written with {name}={saved.get(key)!r}, but the run to resume has "
                 f"{name}={value!r}; resume with the run's own config."
             )
+
+
+def restore(
+    ckpt: Checkpointer,
+    model: nn.Module,
+    optimizer,
+    schedule,
+    rng: np.random.Generator,
+    settings: dict,
+    fingerprint: str | None,
+    ctx: distributed.Context = distributed.Context(),
+    device: torch.device = torch.device("cpu"),
+) -> tuple[dict, dict | None]:
+    """Put model, optimizer, schedule and every RNG back where the checkpoint left them. With
+    several processes each reads the checkpoint (the run directory is shared) and takes its own RNG."""
+    state, tensors = ckpt.load()
+    where = str(ckpt.dir)
+    _check_same_run(state, where, settings, ctx)
     if state.get("data") != fingerprint:
         raise CheckpointError(
             f"{where!r} was written for other training data (the texts, labels, vocabulary or "

@@ -33,7 +33,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from .errors import DataError, did_you_mean
-from .io import CACHE_ENV, cache_dir
+from .io import CACHE_ENV, atomic_path, cache_dir
 from .progress import on_terminal
 
 __all__ = [
@@ -348,20 +348,12 @@ def _write_parquet_cache(records: Iterator[dict], target: Path) -> None:
             ("rating", pa.int8()),
         ]
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for rows in by_split.values():
-                # Deterministic order: neg then pos, each by file name (the archive is unsorted).
-                rows.sort(key=lambda r: r["_order"])
-                columns = {name: [r[name] for r in rows] for name in schema.names}
-                writer.write_table(pa.table(columns, schema=schema), row_group_size=max(len(rows), 1))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for rows in by_split.values():
+            # Deterministic order: neg then pos, each by file name (the archive is unsorted).
+            rows.sort(key=lambda r: r["_order"])
+            columns = {name: [r[name] for r in rows] for name in schema.names}
+            writer.write_table(pa.table(columns, schema=schema), row_group_size=max(len(rows), 1))
 
 
 def _read_parquet_split(cache: Path, split: str) -> tuple[list[str], list]:

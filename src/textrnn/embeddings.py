@@ -13,7 +13,6 @@ import gzip
 import io
 import logging
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError, expected_one_of
+from .io import atomic_path
 
 __all__ = [
     "FORMATS",
@@ -365,20 +365,13 @@ def write_vectors(
 
 
 def _atomic_write(path: Path, write: Callable[[io.BufferedIOBase], None], *, gz: bool) -> None:
-    """Write into a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as raw:
-            if gz:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:
-                    write(fh)
-            else:
-                write(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write into a temporary file beside ``path``, then rename it into place (io.atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        if gz:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as fh:
+                write(fh)
+        else:
+            write(raw)
 
 
 # --------------------------------------------------------------------------- alignment

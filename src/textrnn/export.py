@@ -32,7 +32,7 @@ from .classifier import TextClassifier
 from .errors import ArtifactError, TextRNNError
 from .evaluation import probabilities
 from .inference import predict_logits
-from .io import MODEL, read_folder
+from .io import MODEL, atomic_path, read_folder
 from .models import BagOfEmbeddings, Ensemble, RNNClassifier
 from .text import Tokenizer, encode_texts
 
@@ -84,9 +84,7 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
     lengths = torch.tensor([7, 4, 1])
     ids[1, 4:] = 0
     ids[2, 1:] = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, suffix=".onnx") as tmp:
         with warnings.catch_warnings():
             # the TorchScript-based exporter: it maps nn.LSTM/GRU/RNN to ONNX's own ops with a dynamic
             # sequence axis (the torch.export-based one needs onnxscript and unrolls loops)
@@ -102,10 +100,6 @@ def export_onnx(model_dir: str | os.PathLike, path: str | os.PathLike | None = N
                 dynamic_axes={"ids": {0: "batch", 1: "sequence"}, "lengths": {0: "batch"}, "logits": {0: "batch"}},
             )
         _stamp(tmp, clf, model_dir)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     result: dict[str, Any] = {"path": str(path), "max_abs_diff": None}
     if check:
         try:

@@ -56,18 +56,34 @@ def content_key(settings: Any, *arrays: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- writing
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomic: a reader never sees half a file, a crash never leaves one."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", durable: bool = False) -> Iterator[Path]:
+    """A temporary sibling of ``path`` for the caller (or any library) to write; renamed into place
+    on a clean exit, removed on any error: a reader never sees half a file, a crash never leaves
+    one, a failed write keeps the old file. ``durable``: fsync the file and the folder too (for
+    what a later run resumes from)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str, durable: bool = False) -> None:
+    """Atomic (see atomic_path)."""
+    with atomic_path(path, durable=durable) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

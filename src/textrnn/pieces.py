@@ -75,9 +75,14 @@ def sum_gradients(param: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tenso
 
 
 @contextlib.contextmanager
-def sparse_embeddings(model: nn.Module):
-    """Each piece's embedding gradient sparse (its rows only), made dense once after the sum: not
-    one dense zero-fill of the whole table per piece (benchmarks/results/cpu-notes-2026-11-27.md)."""
+def sparse_embeddings(model: nn.Module, on: bool = True):
+    """While training pieces side by side: each piece's embedding gradient sparse (its rows only),
+    made dense once after the sum, not one dense zero-fill of the whole table per piece
+    (benchmarks/results/cpu-notes-2026-11-27.md). Held for the whole run, not flipped every step;
+    the setting changes only the gradient's layout, never a number. ``on=False``: nothing."""
+    if not on:
+        yield
+        return
     embeddings = [mod for mod in model.modules() if isinstance(mod, nn.Embedding)]
     before = [mod.sparse for mod in embeddings]
     for mod in embeddings:
@@ -175,8 +180,7 @@ class Step:
             part, piece_logits = self.piece(ids, lens, y, rows, len(ids), torch.Generator().manual_seed(seed))
             return part.detach(), piece_logits.detach(), torch.autograd.grad(part, params, allow_unused=True)
 
-        with sparse_embeddings(self.model):
-            results = list(pool.map(run, pieces, seeds))
+        results = list(pool.map(run, pieces, seeds))  # under sparse_embeddings (the trainer holds it)
         for i, p in enumerate(params):  # summed in piece order: the same result every time
             grads = [r[2][i] for r in results if r[2][i] is not None]
             p.grad = sum_gradients(p, grads) if grads else None

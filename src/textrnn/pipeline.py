@@ -150,6 +150,34 @@ def _write_run(output: Path, clf: TextClassifier, config: Config, report: dict, 
     write_run_plots(output, clf.history_, report.get("test"), y_test, proba_test, clf.classes_)
 
 
+def _report(clf: TextClassifier, config: Config, train, val, test, ctx) -> tuple[dict[str, Any], Any, Any]:
+    """The run's report (config, machine, data, model, validation and test metrics) and the test
+    labels and probabilities, computed once: the metrics and the ROC curve both come from them."""
+    report: dict[str, Any] = {
+        "config": config.to_dict(),
+        "environment": environment(),
+        "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
+        "vocab_size": len(clf.vocab_),
+        "parameters": sum(p.numel() for p in clf.model_.parameters()),
+        "embedding_coverage": clf.embedding_coverage_,
+        "device": str(next(clf.model_.parameters()).device),
+    }
+    if ctx.is_distributed:
+        report["distributed"] = {
+            "world_size": ctx.world_size,
+            "backend": torch.distributed.get_backend(),
+            "global_batch_size": config.train.batch_size * ctx.world_size,
+        }
+    if val is not None:
+        report["validation"] = clf.evaluate(val.texts, val.labels)
+    y_test = proba_test = None
+    if test is not None and test.labels is not None:
+        y_test, proba_test = clf._targets(test.labels), clf.predict_proba(test.texts)
+        report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
+        report["test_accuracy"] = report["test"]["accuracy"]
+    return report, y_test, proba_test
+
+
 def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None, resume: bool = False) -> dict:
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
     once, and write the run directory. Returns the report written to ``metrics.json``.
@@ -203,30 +231,8 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     if not ctx.is_main:  # every process holds the same model; rank 0 tests and writes it
         distributed.barrier()
         return {"rank": ctx.rank, "world_size": ctx.world_size}
-    report: dict[str, Any] = {
-        "config": config.to_dict(),
-        "environment": environment(),
-        "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
-        "vocab_size": len(clf.vocab_),
-        "parameters": sum(p.numel() for p in clf.model_.parameters()),
-        "embedding_coverage": clf.embedding_coverage_,
-        "device": str(next(clf.model_.parameters()).device),
-    }
-    if ctx.is_distributed:
-        report["distributed"] = {
-            "world_size": ctx.world_size,
-            "backend": torch.distributed.get_backend(),
-            "global_batch_size": config.train.batch_size * ctx.world_size,
-        }
-    if val is not None:
-        report["validation"] = clf.evaluate(val.texts, val.labels)
     t2 = time.perf_counter()
-    y_test = proba_test = None
-    if test is not None and test.labels is not None:
-        # the probabilities once: the metrics and the ROC curve both come from them
-        y_test, proba_test = clf._targets(test.labels), clf.predict_proba(test.texts)
-        report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
-        report["test_accuracy"] = report["test"]["accuracy"]
+    report, y_test, proba_test = _report(clf, config, train, val, test, ctx)
     t_eval = time.perf_counter() - t2
     report["timings"] = {
         "data_seconds": t_data,

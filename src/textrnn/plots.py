@@ -18,6 +18,8 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc
 
+from .io import atomic_path
+
 log = logging.getLogger("textrnn")
 
 BLUE, ORANGE, GREY = "#2563eb", "#ea580c", "#6b7280"
@@ -46,11 +48,8 @@ def _save(fig, path: str | os.PathLike | None) -> bytes:
     fig.savefig(buf, format="png")
     data = buf.getvalue()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
     return data
 
 

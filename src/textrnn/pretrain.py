@@ -194,6 +194,42 @@ def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, sh
         return _fit_language_model(lm, stream, config, show_progress)
 
 
+def _advance(schedule, done: int, total_steps: int, budget: float | None, started: float) -> int:
+    """Step the one-cycle rate after a training step; with a time ``budget`` it follows the steps or
+    the clock, whichever is further on. Returns the steps the schedule has taken."""
+    if not budget:
+        schedule.step()
+        return done + 1
+    target = max(done + 1, math.ceil(total_steps * (time.perf_counter() - started) / budget))
+    while done < min(target, total_steps - 1):
+        schedule.step()
+        done += 1
+    return done
+
+
+def _epoch_row(epoch: int, epochs: int, loss: float, val_loss: float, seconds: float, tokens: int) -> dict:
+    row = {
+        "epoch": epoch,
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(val_loss),
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / max(seconds, 1e-9),
+    }
+    log.info(
+        "pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)",
+        epoch,
+        epochs,
+        row["perplexity"],
+        row["val_perplexity"],
+        seconds,
+        row["tokens_per_s"],
+    )
+    return row
+
+
 def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool) -> list[dict]:
     p, r = config.pretrain, config.runtime
     device = resolve_device(r.device)
@@ -243,14 +279,7 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
             loss.backward()
             nn.utils.clip_grad_norm_(lm.parameters(), CLIP_GRAD_NORM)
             optimizer.step()
-            if budget:  # the one-cycle rate follows the steps or the clock, whichever is further on
-                target = max(done + 1, math.ceil(total_steps * (time.perf_counter() - started) / budget))
-                while done < min(target, total_steps - 1):
-                    schedule.step()
-                    done += 1
-            else:
-                schedule.step()
-                done += 1
+            done = _advance(schedule, done, total_steps, budget, started)
             total, count = total + loss.detach() * y.numel(), count + y.numel()
             out_of_time = bool(budget and time.perf_counter() - started >= budget)
             if step % max(1, steps // 10) == 0 or step == steps or out_of_time:  # reading the loss waits for a GPU: not every step
@@ -264,28 +293,8 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
             if out_of_time:
                 log.info("pretrain: pretrain.max_seconds=%s reached at epoch %d, step %d/%d", budget, epoch, step, steps)
                 break
-        loss_mean, seconds = float(total) / count, time.perf_counter() - t0
         val_loss = evaluate(lm, val, rows, p.bptt, bf16, bf16_all)
-        row = {
-            "epoch": epoch,
-            "loss": loss_mean,
-            "perplexity": math.exp(loss_mean),
-            "val_loss": val_loss,
-            "val_perplexity": math.exp(val_loss),
-            "seconds": seconds,
-            "tokens": count,
-            "tokens_per_s": count / max(seconds, 1e-9),
-        }
-        history.append(row)
-        log.info(
-            "pretrain: epoch %d/%d  perplexity %.1f  val_perplexity %.1f  (%.0fs, %.0f tokens/s)",
-            epoch,
-            p.epochs,
-            row["perplexity"],
-            row["val_perplexity"],
-            seconds,
-            row["tokens_per_s"],
-        )
+        history.append(_epoch_row(epoch, p.epochs, float(total) / count, val_loss, time.perf_counter() - t0, count))
         if out_of_time:
             break
     lm.eval()

@@ -24,6 +24,7 @@ from .config import Config
 from .errors import TextRNNError
 from .explain import CSS as EXPLAIN_CSS
 from .explain import explain, highlight
+from .io import write_text
 from .pipeline import load_split
 
 log = logging.getLogger("textrnn")
@@ -216,8 +217,5 @@ def build_report(
     out = Path(output) if output is not None else run / "report.html"
     if out.is_dir():
         raise TextRNNError(f"--output must be a file path. Received: {str(out)!r} (a directory)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, page)
     return out

@@ -393,12 +393,7 @@ def create_app(
     at most; see ``Batcher``). ``inference_threads``: the intra-op threads of that one thread
     (None: the runtime's default; torch's count also becomes the default of threads started later)."""
     try:
-        from fastapi import FastAPI, Request  # noqa: PLC0415  (optional extra: textrnn[serve])
-        from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
-        from fastapi.responses import FileResponse, JSONResponse  # noqa: PLC0415
-        from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
-        from pydantic import BaseModel, ConfigDict, Field, StrictStr  # noqa: PLC0415
-        from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: PLC0415
+        from fastapi import FastAPI  # noqa: PLC0415  (optional extra: textrnn[serve])
     except ImportError:
         raise TextRNNError("Serving needs FastAPI and uvicorn: pip install 'textrnn[serve]'") from None
 
@@ -428,6 +423,33 @@ def create_app(
 
     labels = list(clf.classes_)
 
+    PredictRequest, ExplainRequest = _request_models(max_batch)
+
+    def check_text(text: str, field: str) -> None:
+        if len(text) > max_text_chars:
+            raise ApiError(413, f"Field {field!r} is {len(text):,} characters long; the limit is {max_text_chars:,}.")
+
+    app = FastAPI(
+        title="textrnn",
+        version=__version__,
+        lifespan=lifespan,
+        description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.",
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    fields = {"/predict": ("text", "texts"), "/explain": ("text",)}
+
+    _add_error_handlers(app, fields)
+    _add_prediction_routes(app, clf, name, batcher, max_batch, check_text, PredictRequest, ExplainRequest)
+    limits = {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes}
+    _add_info_routes(app, clf, name, runtime, limits, batcher, inference_threads)
+    app.state.classifier, app.state.model_name, app.state.batcher = clf, name, batcher
+    return app
+
+
+def _request_models(max_batch: int):
+    """The request bodies of /predict and /explain (pydantic models, for FastAPI's checks and docs)."""
+    from pydantic import BaseModel, ConfigDict, Field, StrictStr  # noqa: PLC0415  (optional extra: textrnn[serve])
+
     class PredictRequest(BaseModel):
         model_config = ConfigDict(
             extra="forbid", json_schema_extra={"examples": [{"text": "A wonderful film."}, {"texts": ["Great.", "Awful."]}]}
@@ -439,21 +461,58 @@ def create_app(
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "A wonderful film."}]})
         text: StrictStr = Field(description="the text to explain")
 
-    def check_text(text: str, field: str) -> None:
-        if len(text) > max_text_chars:
-            raise ApiError(413, f"Field {field!r} is {len(text):,} characters long; the limit is {max_text_chars:,}.")
+    return PredictRequest, ExplainRequest
+
+
+def _add_prediction_routes(app, clf, name: str, batcher: Batcher, max_batch: int, check_text, PredictRequest, ExplainRequest) -> None:
+    """POST /predict (merged into shared forwards by ``batcher``) and POST /explain (its own lane)."""
+    labels = list(clf.classes_)
 
     def probs(row) -> dict:
         return {str(c): float(p) for c, p in zip(labels, row)}
 
-    app = FastAPI(
-        title="textrnn",
-        version=__version__,
-        lifespan=lifespan,
-        description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.",
-    )
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    fields = {"/predict": ("text", "texts"), "/explain": ("text",)}
+    @app.post("/predict", summary="Labels and probabilities for one text or a batch")
+    async def predict(body: PredictRequest) -> dict:
+        given = body.model_fields_set
+        for field in ("text", "texts"):
+            if field in given and getattr(body, field) is None:
+                raise ApiError(422, f"Field {field!r} must be {'a string' if field == 'text' else 'a list of strings'}. Received: null.")
+        if "text" in given and "texts" in given:
+            raise ApiError(422, "Give either 'text' (one string) or 'texts' (a list of strings), not both.")
+        if body.text is None and body.texts is None:
+            raise ApiError(422, f"Missing field 'text' (one string) or 'texts' (a list of strings). Send a JSON object such as {_EXAMPLE}.")
+        if body.texts is not None:
+            if not body.texts:
+                raise ApiError(422, "Field 'texts' is empty; send at least one text.")
+            if len(body.texts) > max_batch:
+                raise ApiError(413, f"Field 'texts' holds {len(body.texts):,} texts; the limit is {max_batch:,} per request.")
+            for i, t in enumerate(body.texts):
+                check_text(t, f"texts[{i}]")
+            proba = await batcher.predict(body.texts)
+            return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)], "probabilities": [probs(row) for row in proba]}
+        text = body.text or ""  # a string here (checked above): the same text, typed as one
+        check_text(text, "text")
+        proba = (await batcher.predict([text]))[0]
+        k = int(proba.argmax())
+        return {"model": name, "label": labels[k], "probability": float(proba[k]), "probabilities": probs(proba)}
+
+    @app.post("/explain", summary="The prediction and each token's occlusion score")
+    async def explain_text(body: ExplainRequest) -> dict:
+        check_text(body.text, "text")
+        result = await batcher.call(occlusion.explain, clf, body.text)
+        # a lone surrogate (half a character, "\udfff") is a valid JSON escape but cannot be written back
+        # as UTF-8: the tokens echo it as U+FFFD, as a UTF-8 decoder would, instead of failing the answer
+        result["tokens"] = [_LONE_SURROGATE.sub("\ufffd", t) for t in result["tokens"]]
+        return {"model": name, **result}
+
+
+def _add_error_handlers(app, fields: dict) -> None:
+    """Every failure as ``{"detail": one sentence}`` with its status: validation, our own errors,
+    Starlette's, and any bug (500, never a traceback)."""
+    from fastapi import Request  # noqa: PLC0415  (optional extra: textrnn[serve])
+    from fastapi.exceptions import RequestValidationError  # noqa: PLC0415
+    from fastapi.responses import JSONResponse  # noqa: PLC0415
+    from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: PLC0415
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -496,39 +555,13 @@ def create_app(
             status_code=500,
         )
 
-    @app.post("/predict", summary="Labels and probabilities for one text or a batch")
-    async def predict(body: PredictRequest) -> dict:
-        given = body.model_fields_set
-        for field in ("text", "texts"):
-            if field in given and getattr(body, field) is None:
-                raise ApiError(422, f"Field {field!r} must be {'a string' if field == 'text' else 'a list of strings'}. Received: null.")
-        if "text" in given and "texts" in given:
-            raise ApiError(422, "Give either 'text' (one string) or 'texts' (a list of strings), not both.")
-        if body.text is None and body.texts is None:
-            raise ApiError(422, f"Missing field 'text' (one string) or 'texts' (a list of strings). Send a JSON object such as {_EXAMPLE}.")
-        if body.texts is not None:
-            if not body.texts:
-                raise ApiError(422, "Field 'texts' is empty; send at least one text.")
-            if len(body.texts) > max_batch:
-                raise ApiError(413, f"Field 'texts' holds {len(body.texts):,} texts; the limit is {max_batch:,} per request.")
-            for i, t in enumerate(body.texts):
-                check_text(t, f"texts[{i}]")
-            proba = await batcher.predict(body.texts)
-            return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)], "probabilities": [probs(row) for row in proba]}
-        text = body.text or ""  # a string here (checked above): the same text, typed as one
-        check_text(text, "text")
-        proba = (await batcher.predict([text]))[0]
-        k = int(proba.argmax())
-        return {"model": name, "label": labels[k], "probability": float(proba[k]), "probabilities": probs(proba)}
 
-    @app.post("/explain", summary="The prediction and each token's occlusion score")
-    async def explain_text(body: ExplainRequest) -> dict:
-        check_text(body.text, "text")
-        result = await batcher.call(occlusion.explain, clf, body.text)
-        # a lone surrogate (half a character, "\udfff") is a valid JSON escape but cannot be written back
-        # as UTF-8: the tokens echo it as U+FFFD, as a UTF-8 decoder would, instead of failing the answer
-        result["tokens"] = [_LONE_SURROGATE.sub("\ufffd", t) for t in result["tokens"]]
-        return {"model": name, **result}
+def _add_info_routes(app, clf, name: str, runtime: str, limits: dict, batcher: Batcher, inference_threads: int | None) -> None:
+    """GET /health, /model and the page (/ and its static files)."""
+    from fastapi.responses import FileResponse  # noqa: PLC0415  (optional extra: textrnn[serve])
+    from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
+
+    labels = list(clf.classes_)
 
     @app.get("/health", summary="Liveness")
     def health() -> dict:
@@ -547,7 +580,7 @@ def create_app(
                 "config": config,
                 "metrics": meta.get("metrics", {}),
                 "version": {"textrnn": __version__, "format_version": meta.get("format_version"), "trained_with": meta.get("versions", {})},
-                "limits": {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes},
+                "limits": limits,
                 # how /predict requests are merged, and what has been merged since start-up
                 "batching": {
                     "batch_texts": batcher.max_texts,
@@ -566,8 +599,6 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.state.classifier, app.state.model_name, app.state.batcher = clf, name, batcher
-    return app
 
 
 def bound_kernel_caches(shapes: int = KERNEL_CACHE_SHAPES) -> dict:

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from .classifier import TextClassifier
 from .datasets import TABLE_SUFFIXES, as_text, missing_column
 from .errors import ArtifactError, DataError, TextRNNError
+from .io import atomic_path, write_text
 from .progress import Progress
 
 log = logging.getLogger("textrnn")
@@ -289,25 +290,16 @@ class _ParquetWriter:
         columns = [pa.array(texts, pa.string()), pa.array(labels, self.schema.field("label").type)]
         columns += [pa.array(proba[:, i].astype(np.float32)) for i in range(len(self.classes))]
         table = pa.Table.from_arrays(columns, schema=self.schema)
-        tmp = self.parts / f".tmp-{self.next:06d}.parquet"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.parts / f"part-{self.next:06d}.parquet")
+        with atomic_path(self.parts / f"part-{self.next:06d}.parquet", durable=True) as tmp:
+            pq.write_table(table, tmp)
         self.next += 1
         return 0
 
     def finish(self, output: Path) -> None:
         """Merge the chunks, in order, into one file (one row group per chunk), one chunk in memory at a time."""
-        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-        try:
-            with pq.ParquetWriter(tmp, self.schema) as writer:
-                for i in range(self.next):
-                    writer.write_table(pq.read_table(self.parts / f"part-{i:06d}.parquet", schema=self.schema))
-            os.replace(tmp, output)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(output) as tmp, pq.ParquetWriter(tmp, self.schema) as writer:
+            for i in range(self.next):
+                writer.write_table(pq.read_table(self.parts / f"part-{i:06d}.parquet", schema=self.schema))
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def close(self) -> None:
@@ -336,12 +328,7 @@ def _identity(input_path: Path, model_dir: Path, text_column: str, kind: str) ->
 
 def commit(path: Path, state: dict) -> None:
     """Replace the sidecar atomically: it always describes output that is already on disk."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(state, indent=1), durable=True)
 
 
 def _read_progress(path: Path) -> dict:
@@ -396,6 +383,23 @@ def _earlier_progress(output: Path, identity: dict, resume: bool, overwrite: boo
     return None
 
 
+def _predict_chunks(
+    clf, input_path: Path, text_column: str, chunk_size: int, batch_size: int, writer, state: dict, sidecar: Path, bar: Progress
+) -> None:
+    """Predict the input from where ``state`` says, chunk by chunk, committing the sidecar after each."""
+    for texts, position in read_chunks(input_path, text_column, chunk_size, state["input_position"]):
+        proba = clf.predict_proba(texts, batch_size=batch_size)
+        labels = [clf.classes_[i] for i in proba.argmax(axis=1).tolist()]
+        size = writer.write(texts, proba, labels)
+        state.update(
+            rows_done=state["rows_done"] + len(texts), chunks_done=state["chunks_done"] + 1, input_position=position, output_bytes=size
+        )
+        commit(sidecar, state)
+        bar.update(len(texts))
+    state["input_done"] = True
+    commit(sidecar, state)
+
+
 def predict_file(
     model_dir: str | os.PathLike,
     input_path: str | os.PathLike,
@@ -446,20 +450,7 @@ def predict_file(
     t0 = time.perf_counter()
     try:
         if not state["input_done"]:
-            for texts, position in read_chunks(input_path, text_column, chunk_size, state["input_position"]):
-                proba = clf.predict_proba(texts, batch_size=batch_size)
-                labels = [clf.classes_[i] for i in proba.argmax(axis=1).tolist()]
-                size = writer.write(texts, proba, labels)
-                state.update(
-                    rows_done=state["rows_done"] + len(texts),
-                    chunks_done=state["chunks_done"] + 1,
-                    input_position=position,
-                    output_bytes=size,
-                )
-                commit(sidecar, state)
-                bar.update(len(texts))
-            state["input_done"] = True
-            commit(sidecar, state)
+            _predict_chunks(clf, input_path, text_column, chunk_size, batch_size, writer, state, sidecar, bar)
         writer.finish(output)
     except BaseException as e:
         writer.close()

@@ -168,6 +168,7 @@ class Trainer:
             DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt,
             worker_pool(self.workers) as self.pool,
             denormals_flushed(),
+            pieces.sparse_embeddings(self.model, on=self.workers > 1),
         ):
             epoch = self.loop.epoch
             while not self.loop.finished and epoch <= self.config.epochs:
