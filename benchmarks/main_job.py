@@ -26,6 +26,13 @@ PROFILE_ENV = {"as_is": {}, "no_bf16": {"TEXTRNN_CPU": "avx2"}}
 CAPS = ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
+def _precision(setting: str, native_bf16: bool) -> str:
+    """What "auto" (or the setting) ran as: bfloat16 on a CPU with native bfloat16, else float32."""
+    if setting == "auto":
+        return "bfloat16" if native_bf16 else "float32"
+    return setting
+
+
 def run(profile: str, imdb: str, cache: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in CAPS}
     env.update(PROFILE_ENV[profile], TEXTRNN_IMDB=imdb, TEXTRNN_CACHE_DIR=cache, PYTHONPATH=str(REPO / "src"))
@@ -43,9 +50,7 @@ def run(profile: str, imdb: str, cache: str) -> dict:
         "timings": metrics["timings"],
         "test_accuracy": metrics["test_accuracy"],
         "validation_accuracy": metrics["validation"]["accuracy"],
-        "precision": "bfloat16"
-        if cpu["native_bf16"] and metrics["config"]["runtime"]["precision"] == "auto"
-        else metrics["config"]["runtime"]["precision"],
+        "precision": _precision(metrics["config"]["runtime"]["precision"], cpu["native_bf16"]),
         "cpu": cpu,
         "epochs": [{k: row[k] for k in ("epoch", "seconds", "tokens_per_s", "val_accuracy") if k in row} for row in metrics["history"]],
     }

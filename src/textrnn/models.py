@@ -104,6 +104,19 @@ def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str], l
     return torch.cat(parts, dim=1)
 
 
+def recurrent_layer(c: ModelConfig) -> nn.RNNBase:
+    """The configured LSTM, GRU or RNN (batch first; dropout only between stacked layers): the
+    classifier's, and the language model's that pretrains it (pretrain.py)."""
+    return _CELLS[c.cell](
+        c.embedding_dim,
+        c.hidden_size,
+        num_layers=c.num_layers,
+        batch_first=True,
+        bidirectional=c.bidirectional,
+        dropout=c.dropout if c.num_layers > 1 else 0.0,
+    )
+
+
 class RNNClassifier(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
         super().__init__()
@@ -111,14 +124,7 @@ class RNNClassifier(nn.Module):
         c = config
         self.embedding = nn.Embedding(vocab_size, c.embedding_dim, padding_idx=0)
         self.embedding_dropout = SpatialDropout(c.embedding_dropout)
-        self.rnn = _CELLS[c.cell](
-            c.embedding_dim,
-            c.hidden_size,
-            num_layers=c.num_layers,
-            batch_first=True,
-            bidirectional=c.bidirectional,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
-        )
+        self.rnn = recurrent_layer(c)
         directions = 2 if c.bidirectional else 1
         self.dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))

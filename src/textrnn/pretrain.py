@@ -51,7 +51,7 @@ from .embeddings import train_word2vec
 from .errors import ConfigError, DataError, TextRNNError
 from .io import ENCODER as ENCODER_FOLDER
 from .io import atomic_folder, cache_dir, content_key, read_folder, save_tensors
-from .models import _CELLS, _RUN, RNNClassifier, SpatialDropout
+from .models import _RUN, RNNClassifier, SpatialDropout, recurrent_layer
 from .optim import ENCODER, make_optimizer, make_schedule
 from .progress import track
 from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads
@@ -75,14 +75,7 @@ class LanguageModel(nn.Module):
         check_pretrainable(config)
         self.config = c = config
         self.embedding = nn.Embedding(vocab_size, c.embedding_dim, padding_idx=PAD_ID)  # as RNNClassifier's
-        self.rnn = _CELLS[c.cell](
-            c.embedding_dim,
-            c.hidden_size,
-            num_layers=c.num_layers,
-            batch_first=True,
-            bidirectional=c.bidirectional,
-            dropout=c.dropout if c.num_layers > 1 else 0.0,
-        )
+        self.rnn = recurrent_layer(c)  # as RNNClassifier's: the encoder's tensors load into it one to one
         self.embedding_dropout = SpatialDropout(dropout)
         self.dropout = nn.Dropout(dropout)
         self.directions = 2 if c.bidirectional else 1
