@@ -1,6 +1,7 @@
 """Behaviour kept through the redesign (issue 14): a fixed small CPU training run gives, bit for
 bit, the weights and predictions recorded before it (tests/fixtures/make_fixtures.py, at commit
-306926f), and a model folder written by that code still loads and predicts the same.
+306926f; recorded again when float32 pieces began to run side by side, see make_fixtures.py), and a
+model folder written by the code before the redesign still loads and predicts the same.
 
 Bit for bit holds on the CPU the record was made on, in each profile (float32 sums run in an
 order that depends on the vector unit: AVX-512 and AVX2 kernels differ in the last bits). On

@@ -40,11 +40,12 @@ def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: in
 
 
 def workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Context) -> int:
-    """How many training pieces run side by side, each on one core: on a CPU in bfloat16, one per
-    torch thread; in float32 one (oneDNN's one-thread float32 recurrent kernel is slow: side by
-    side lost there; benchmarks/results/cpu-notes-2026-11-27.md). Not under DDP, whose processes
-    already share out the cores and whose gradient hooks need backward()."""
-    if device.type != "cpu" or dtype != torch.bfloat16 or ctx.is_distributed:
+    """How many training pieces run side by side, each on one core: on a CPU one per torch thread,
+    in bfloat16 and in float32 alike. (Float32 pieces ran one after the other until 2026-11-29:
+    side by side had measured slower, but with denormals kept; flushed, side by side wins in
+    float32 too, 1.16-1.24x: benchmarks/results/float32-pieces-2026-11-29.json.) Not under DDP,
+    whose processes already share out the cores and whose gradient hooks need backward()."""
+    if device.type != "cpu" or ctx.is_distributed:
         return 1
     return torch.get_num_threads()
 
