@@ -190,8 +190,12 @@ CASES = {
     ),
     "config-not-utf8": (lambda t, m: ["train", "--config", toml(t, b"[train]\n# \xff\n"), "-o", t / "out"], r"c.toml: not valid TOML"),
     "config-wrong-type": (
-        lambda t, m: ["train", "--config", toml(t, '[train]\nepochs = "3"\n'), "-o", t / "out"],
-        r"c.toml: train.epochs must be an integer. Received: train.epochs='3'",
+        lambda t, m: ["train", "--config", toml(t, '[train]\nbatch_size = "3"\n'), "-o", t / "out"],
+        r"c.toml: train.batch_size must be an integer. Received: train.batch_size='3'",
+    ),
+    "config-epochs-a-word": (
+        lambda t, m: ["train", "--config", toml(t, '[train]\nepochs = "many"\n'), "-o", t / "out"],
+        r"c.toml: train.epochs must be an integer or 'auto'. Received: train.epochs='many'",
     ),
     "config-not-found": (lambda t, m: ["train", "--config", t / "none.toml", "-o", t / "out"], r"Config file not found: '.*none.toml'"),
     "set-negative-size": (

@@ -115,6 +115,7 @@ def test_report_is_one_self_contained_page(run, tmp_path, capsys):
     assert "Misclassified test texts" in page and page.count("class='example'") == 2
     assert 'class="tok' in page and "predicted <b class='wrong'>" in page
     assert "[model]" in page and "accuracy" in page  # the config and the metrics table
+    assert "Decided from the training data" in page and "<code>text.max_length</code>" in page  # left at "auto"
     assert "<b>&</b>" not in page  # test texts are escaped
 
 

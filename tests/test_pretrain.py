@@ -120,7 +120,7 @@ def test_bidirectional_with_two_layers_is_refused(tmp_path, capsys):
         Config().override({"pretrain.data": "imdb:unsup", "model.num_layers": 2})
     with pytest.raises(ConfigError, match=message):
         LanguageModel(Config().override({"model.num_layers": 2}).model, 10)
-    with pytest.raises(ConfigError, match="needs model.arch='rnn' and a single model.cell"):
+    with pytest.raises(ConfigError, match="needs model.arch='rnn', a single model.cell"):
         Config().override({"pretrain.data": "imdb:unsup", "model.arch": "mlp"})
     with pytest.raises(ConfigError, match="both initialise the embedding"):
         Config().override({"pretrain.data": "imdb:unsup", "pretrain.word2vec_data": "imdb:unsup"})

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import __version__, adaptive, distributed
 from .config import FLAT_KEYS, Config
 from .datasets import train_validation_split
 from .embeddings import load_pretrained
@@ -80,6 +80,18 @@ def match_labels(labels: Sequence, classes: Sequence) -> list:
     return labels
 
 
+def _hold_out(texts: list[str], labels: list, split: float | str | None, config: Config) -> tuple[list[str], list, tuple | None]:
+    """(training texts, labels, validation data) after ``fit``'s ``validation_split``."""
+    if split == "auto":
+        split = config.data.validation_split if len(texts) >= adaptive.MIN_TEXTS_TO_HOLD_OUT else None
+    if not split:
+        return texts, labels, None
+    if isinstance(split, str):
+        raise DataError(f"validation_split must be a fraction in (0, 1) or 'auto'. Received: validation_split={split!r}")
+    train, val = train_validation_split(texts, labels, split, config.train.seed)
+    return train.texts, train.labels, (val.texts, val.labels)
+
+
 class TextClassifier:
     """A recurrent text classifier.
 
@@ -106,7 +118,7 @@ class TextClassifier:
         texts,
         labels,
         validation_data: tuple | None = None,
-        validation_split: float | None = None,
+        validation_split: float | str | None = "auto",
         progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
@@ -115,7 +127,11 @@ class TextClassifier:
         """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
         (every ``runtime.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
         an interrupted fit from them, with the same result as an uninterrupted one.
-        ``on_epoch_end(row)`` is called with each epoch's history row (the model is usable in it)."""
+        ``on_epoch_end(row)`` is called with each epoch's history row (the model is usable in it).
+
+        Without ``validation_data``, ``validation_split="auto"`` holds out ``data.validation_split``
+        (10%, stratified, seeded) of 500 texts or more to pick the best epoch and stop early, as
+        ``textrnn train`` does; ``validation_split=0`` trains on every text."""
         config = self._resolved_config()
         texts = _check_texts(texts)
         labels = _normalize_labels(labels)
@@ -124,29 +140,30 @@ class TextClassifier:
         classes = sorted(set(labels))
         if len(classes) < 2:
             raise DataError(f"Training needs at least two classes. Received only: {classes!r}")
-        if validation_data is None and validation_split:
-            train, val = train_validation_split(texts, labels, validation_split, config.train.seed)
-            texts, labels = train.texts, train.labels
-            validation_data = (val.texts, val.labels)
+        if validation_data is None:
+            texts, labels, validation_data = _hold_out(texts, labels, validation_split, config)
         self.config_ = config
         self.classes_ = classes
         self._index = {c: i for i, c in enumerate(classes)}
-        t = config.text
-        self.tokenizer_ = Tokenizer.from_config(t)
+        self.tokenizer_ = Tokenizer.from_config(config.text)
         encoder = None
         if config.pretrain.encoder:  # read first: a bad folder fails before any work
             encoder = load_encoder(config.pretrain.encoder)
         ctx = distributed.current()
         if ctx.is_main:
             corpus = self._tokenize(texts)
+            config, decided = self._decide(config, corpus, ctx.world_size)
+            t = config.text
             # with a pretrained encoder, its vocabulary: its embedding rows follow those ids
             vocab = encoder.vocab if encoder else corpus.vocabulary(max_size=t.max_vocab_size, min_freq=t.min_freq)
-        # Under torchrun: built once, by rank 0, and sent to the others, so an id means the same word
-        # in every process. Rank 0 has tokenized first and filled the token cache the others read.
-        self.vocab_ = distributed.broadcast_object(vocab if ctx.is_main else None)
+        # Under torchrun: decided and built once, by rank 0, and sent to the others, so an id means the
+        # same word in every process. Rank 0 has tokenized first and filled the token cache the others read.
+        self.vocab_, config, self.decided_ = distributed.broadcast_object((vocab, config, decided) if ctx.is_main else None)
+        self.config_ = config
+        t = config.text
         if not ctx.is_main:
             corpus = self._tokenize(texts)
-        train_x = corpus.encode(self.vocab_, t.max_length, t.truncating, t.head_fraction)
+        train_x = corpus.encode(self.vocab_, t.length, t.truncating, t.head_fraction)
         train_y = np.array([self._index[l] for l in labels], dtype=np.int64)
         val_x = val_y = None
         if validation_data is not None:
@@ -178,6 +195,13 @@ class TextClassifier:
         )
         self.model_.eval()
         return self
+
+    def _decide(self, config: Config, corpus: TokenizedCorpus, world_size: int) -> tuple[Config, dict]:
+        """``config`` with its "auto" settings decided from the training corpus, logged in one block."""
+        config, decisions, summary = adaptive.decide(config, np.diff(corpus.offsets), corpus.counts(), world_size)
+        if decisions:
+            log.info("%s", adaptive.describe(decisions, summary))
+        return config, {"data": summary, "settings": {d.key: {"value": d.value, "reason": d.reason} for d in decisions}}
 
     def _load_pretrained(self, config: Config) -> float | None:
         m = config.model
@@ -212,13 +236,13 @@ class TextClassifier:
     def _encode_many(self, texts: list[str]) -> list[np.ndarray]:
         """``encode`` through the token cache: for training, validation and evaluation sets."""
         t = self.config_.text
-        return self._tokenize(texts).encode(self.vocab_, t.max_length, t.truncating, t.head_fraction)
+        return self._tokenize(texts).encode(self.vocab_, t.length, t.truncating, t.head_fraction)
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of each text, truncated as configured (unpadded)."""
         self._check_fitted()
         t = self.config_.text
-        return encode_texts(_check_texts(texts), self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
+        return encode_texts(_check_texts(texts), self.tokenizer_, self.vocab_, t.length, t.truncating, t.head_fraction)
 
     def _targets(self, labels) -> np.ndarray:
         labels = match_labels(labels, self.classes_)
@@ -259,6 +283,7 @@ class TextClassifier:
                 "config": self.config_.to_dict(),
                 "history": getattr(self, "history_", []),
                 "embedding_coverage": getattr(self, "embedding_coverage_", None),
+                "decided": getattr(self, "decided_", None),
                 **(extra or {}),
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -457,7 +457,7 @@ def _cmd_inspect(args) -> int:
         tokenizer = Tokenizer(tcfg.lower, tcfg.strip_html, tcfg.normalize)
         vocab = Vocabulary.build([tokenizer(text)])
         source = "a vocabulary built from this text alone (pass --model to use a trained model's)"
-    max_length = args.max_length or (tcfg.max_length if args.model else 20)
+    max_length = args.max_length or (tcfg.length if args.model else 20)
     truncating = args.truncating or tcfg.truncating
     tokens = tokenizer(text)
     ids = vocab.encode(tokens)

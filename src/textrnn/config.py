@@ -31,12 +31,29 @@ SCHEDULES = ("constant", "onecycle", "linear")
 MONITORS = ("val_accuracy", "val_loss")
 PRECISIONS = ("auto", "float32", "bfloat16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# A setting whose value is AUTO is decided from the training data when training starts (adaptive.py);
+# the decided value is what the trained model's config, the run's config.toml and metrics.json hold.
+AUTO = "auto"
+
+
+def decided(value: int | str | None, name: str) -> int | None:
+    """A setting's value once its "auto" has been decided (adaptive.py); "auto" reaching here is a bug."""
+    if isinstance(value, str):
+        raise ConfigError(f"{name}={value!r} was not decided before use; this is a bug in textrnn, please report it.")
+    return value
+
+
+def decided_int(value: int | str | None, name: str) -> int:
+    out = decided(value, name)
+    if out is None:
+        raise ConfigError(f"{name} cannot be empty.")
+    return out
 
 
 def _positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
     for name in names:
         value = getattr(obj, name)
-        if value is None:
+        if value is None or value == AUTO:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
             bound = "at least 0" if allow_zero else "greater than 0"
@@ -82,8 +99,8 @@ class TextConfig:
     strip_html: bool = True
     normalize: str | None = "NFKC"
     max_vocab_size: int | None = 30000  # counts <pad> and <unk>
-    min_freq: int = 2
-    max_length: int = 400
+    min_freq: int = 2  # words seen once become <unk>: better on every set measured (docs/defaults.md)
+    max_length: int | str = AUTO  # "auto": from the texts' lengths (adaptive.py)
     truncating: str = "head_tail"  # post | pre | head_tail
     head_fraction: float = 0.25  # with head_tail: share of max_length kept from the start
 
@@ -95,6 +112,11 @@ class TextConfig:
             raise expected_one_of("truncating", self.truncating, ("post", "pre", "head_tail"))
         _fraction(self, "head_fraction", high_open=False)
 
+    @property
+    def length(self) -> int:
+        """``max_length`` once decided (a trained model's config always has it)."""
+        return decided_int(self.max_length, "text.max_length")
+
 
 @dataclass
 class ModelConfig:
@@ -103,6 +125,10 @@ class ModelConfig:
 
     arch: str = "rnn"
     cell: str = "lstm"  # or '+'-joined, e.g. "lstm+gru": an ensemble (see models.Ensemble)
+    # Copies of the model, each its own initialisation, trained side by side and averaged (an
+    # ensemble); "auto": 3 on small data, where they cost seconds and cut the variance, else 1
+    # (adaptive.py). With a '+'-joined cell, each copy holds one model of each cell.
+    members: int | str = AUTO
     embedding_dim: int = 64
     hidden_size: int = 64
     num_layers: int = 1
@@ -123,7 +149,7 @@ class ModelConfig:
                 f"Expected one of {{'gru', 'lstm', 'rnn'}}, or several '+'-joined for an ensemble "
                 f"(e.g. 'lstm+gru'). Received: cell={self.cell!r}." + did_you_mean(str(bad), CELLS)
             )
-        _positive(self, "embedding_dim", "hidden_size", "num_layers")
+        _positive(self, "embedding_dim", "hidden_size", "num_layers", "members")
         _fraction(self, "dropout")
         _fraction(self, "embedding_dropout")
         if self.pooling == "concat":
@@ -144,15 +170,17 @@ class ModelConfig:
 
     @property
     def cells(self) -> list[str]:
-        """One cell per member: ``["lstm"]`` for a single model, ``["lstm", "gru"]`` for "lstm+gru"."""
-        return self.cell.split("+")
+        """One cell per member: ``["lstm"]`` for a single model, ``["lstm", "gru"]`` for "lstm+gru",
+        ``["lstm"] * 3`` for ``members=3``. ``members="auto"`` counts as 1 until training decides it."""
+        return self.cell.split("+") * (self.members if isinstance(self.members, int) else 1)
 
 
 def check_pretrainable(model: "ModelConfig") -> None:
     """Language-model pretraining needs the recurrent model; bidirectional, one layer only."""
-    if model.arch != "rnn" or "+" in model.cell:
+    if model.arch != "rnn" or len(model.cells) > 1:
         raise ConfigError(
-            f"Language-model pretraining needs model.arch='rnn' and a single model.cell. Received: arch={model.arch!r}, cell={model.cell!r}"
+            f"Language-model pretraining needs model.arch='rnn', a single model.cell and model.members=1. "
+            f"Received: arch={model.arch!r}, cell={model.cell!r}, members={model.members!r}"
         )
     if model.bidirectional and model.num_layers > 1:
         raise ConfigError(
@@ -168,11 +196,11 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # constant | onecycle | linear (decay to 0)
-    epochs: int = 3
+    epochs: int | str = AUTO  # "auto": a ceiling from the data's size (adaptive.py); early stopping ends sooner
     batch_size: int = 64
     clip_grad_norm: float | None = 1.0
     class_weight: str | None = None  # None | "balanced"
-    early_stopping_patience: int | None = 2
+    early_stopping_patience: int | str | None = AUTO  # epochs without improvement; "auto": a third of the epochs, at least 2
     monitor: str = "val_accuracy"
     seed: int = 0
     equal_length_batches: bool = True  # trim each training batch to its shortest text: PyTorch's fast path
@@ -438,6 +466,16 @@ def _coerce(section_cls: type, key: str, value: Any, name: str) -> Any:
         if "None" in ftype:
             return None
         raise ConfigError(f"{name} cannot be empty.")
+    if ftype.startswith("int | str"):  # a number, or "auto" (decided from the data)
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        if (
+            isinstance(value, str)
+            or isinstance(value, bool)
+            or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+        ):
+            raise ConfigError(f"{name} must be an integer or 'auto'. Received: {name}={value!r}")
+        return int(value)
     if ftype.startswith("bool"):
         if isinstance(value, bool):
             return value

@@ -61,7 +61,7 @@ def explain(clf: Any, text: str) -> dict:
     get = clf.vocab_.index.get
     all_ids = [get(w, UNK_ID) for w in tokens]
     # which token positions survive truncation: truncate the positions the same way as the ids
-    kept = truncate(list(range(len(tokens))), t.max_length, t.truncating, t.head_fraction)
+    kept = truncate(list(range(len(tokens))), t.length, t.truncating, t.head_fraction)
     ids = np.asarray([all_ids[i] for i in kept], dtype=np.int64)
     T = max(len(ids), 1)
     # row 0: the text; row 1 + j: the text with kept token j replaced by <unk>

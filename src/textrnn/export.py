@@ -187,7 +187,7 @@ class OnnxClassifier:
 
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         t = self.config_.text
-        return encode_texts(texts, self.tokenizer_, self.vocab_, t.max_length, t.truncating, t.head_fraction)
+        return encode_texts(texts, self.tokenizer_, self.vocab_, t.length, t.truncating, t.head_fraction)
 
     def forward_ids(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Logits (B, C) for post-padded ids (B, T) and lengths (B,)."""

@@ -225,7 +225,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(
-            RNNClassifier(dataclasses.replace(config, cell=cell), vocab_size, num_classes) for cell in config.cells
+            RNNClassifier(dataclasses.replace(config, cell=cell, members=1), vocab_size, num_classes) for cell in config.cells
         )
 
     def forward(

@@ -153,8 +153,10 @@ def _write_run(output: Path, clf: TextClassifier, config: Config, report: dict, 
 def _report(clf: TextClassifier, config: Config, train, val, test, ctx) -> tuple[dict[str, Any], Any, Any]:
     """The run's report (config, machine, data, model, validation and test metrics) and the test
     labels and probabilities, computed once: the metrics and the ROC curve both come from them."""
+    config = clf.config_  # with the settings decided from the data ("auto") filled in
     report: dict[str, Any] = {
         "config": config.to_dict(),
+        "decided": clf.decided_,
         "environment": environment(),
         "data": {"train": len(train.texts), "validation": len(val.texts) if val else 0, "test": len(test.texts) if test else 0},
         "vocab_size": len(clf.vocab_),
@@ -217,6 +219,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
             train.texts,
             train.labels,
             validation_data=(val.texts, val.labels) if val else None,
+            validation_split=0,  # the split (data.validation_split) was made above
             progress=progress,
             checkpoint_dir=checkpoint,
             resume=resume,
@@ -242,7 +245,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
         "total_seconds": time.perf_counter() - t0,
     }
     report["history"] = clf.history_
-    _write_run(output, clf, config, report, overwrite or resume, y_test, proba_test)
+    _write_run(output, clf, clf.config_, report, overwrite or resume, y_test, proba_test)
     shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete: nothing left to resume
     report["model_dir"] = str(output / "model")
     distributed.barrier()  # let the others go

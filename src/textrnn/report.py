@@ -39,6 +39,19 @@ def _read_json(path: Path):
         raise TextRNNError(f"Cannot read {str(path)!r}: {e}") from None
 
 
+def _decided(metrics: dict) -> str:
+    """The settings the run decided from its data ("auto"), with the reasons, as a table."""
+    settings = (metrics.get("decided") or {}).get("settings") or {}
+    if not settings:
+        return ""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(str(v.get('value')))}</td><td>{html.escape(str(v.get('reason')))}</td></tr>"
+        for k, v in settings.items()
+    )
+    head = "<tr><th>setting</th><th>value</th><th>why</th></tr>"
+    return f"<p>Decided from the training data (settings left at <code>auto</code>):</p><table>{head}{rows}</table>"
+
+
 def _config(run: Path, metrics: dict):
     if (run / "config.toml").is_file():
         return Config.from_toml(run / "config.toml"), (run / "config.toml").read_text(encoding="utf-8")
@@ -211,6 +224,7 @@ def build_report(
 <h2>Misclassified test texts</h2>
 {mis_html or "<p class='muted'>Not requested.</p>"}
 <h2>Config</h2>
+{_decided(metrics)}
 <pre>{html.escape(config_text)}</pre>
 </body></html>
 """

@@ -27,9 +27,10 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed, fastrnn, pieces
+from .adaptive import resolve_train
 from .batching import collate, lengths_of, training_batches
 from .checkpoint import Checkpointer, DeferredInterrupt, data_fingerprint, optimizer_to_files, restore, torch_rng_states
-from .config import RuntimeConfig, TrainConfig
+from .config import RuntimeConfig, TrainConfig, decided, decided_int
 from .errors import CheckpointError, TextRNNError, TrainingInterrupted
 from .inference import evaluate_loss, predict_logits
 from .models import loss_fn, num_outputs, predicted_class
@@ -87,6 +88,7 @@ def fit(
     rank 0 writes checkpoints; every process returns the same history and weights."""
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
+    config = resolve_train(config, len(train_x), distributed.current().world_size)  # an "auto" epoch count
     return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir, runtime).run(resume)
 
 
@@ -131,7 +133,9 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         dtype = compute_dtype(device, runtime.precision)
         self.workers = pieces.workers(device, dtype, ctx)
-        self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * config.epochs)
+        self.epochs = decided_int(config.epochs, "train.epochs")
+        self.patience = decided(config.early_stopping_patience, "train.early_stopping_patience")
+        self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * self.epochs)
         self.frozen = [p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad] if config.freeze_encoder_epochs else []
         self.val_x, self.val_y = val_x, (np.asarray(val_y, dtype=np.int64) if val_y is not None else None)
         self.has_val = val_x is not None and len(val_x) > 0
@@ -171,7 +175,7 @@ class Trainer:
             pieces.sparse_embeddings(self.model, on=self.workers > 1),
         ):
             epoch = self.loop.epoch
-            while not self.loop.finished and epoch <= self.config.epochs:
+            while not self.loop.finished and epoch <= self.epochs:
                 self.loop.epoch = epoch
                 self._epoch(epoch)
                 epoch += 1
@@ -202,7 +206,7 @@ class Trainer:
         batches = self._batches(epoch)
         tot = loop.totals
         t0 = time.perf_counter() - tot["seconds"]
-        bar = Progress(self.steps_per_epoch, f"epoch {epoch}/{config.epochs}", "batch", self.progress)
+        bar = Progress(self.steps_per_epoch, f"epoch {epoch}/{self.epochs}", "batch", self.progress)
         bar.update(loop.batch)
         for b in range(loop.batch, len(batches)):
             stopping = self._batch(batches[b], epoch)
@@ -295,7 +299,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------ an epoch's end
     def _end_epoch(self, epoch: int, seconds: float) -> None:
-        loop, config, ctx = self.loop, self.config, self.ctx
+        loop, ctx = self.loop, self.ctx
         tot = loop.totals
         loss_sum, correct, seen, tokens = tot["loss"], tot["correct"], tot["seen"], tot["tokens"]
         if ctx.is_distributed:  # the epoch's figures over all processes
@@ -317,14 +321,14 @@ class Trainer:
             log.info(
                 "epoch %d/%d  %s",
                 epoch,
-                config.epochs,
+                self.epochs,
                 "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
                 + f"  ({seconds:.1f}s, {row['tokens_per_s']:,.0f} tokens/s)",
             )
         if self.on_epoch_end is not None:
             self.on_epoch_end(row)
         stop = self.has_val and self._keep_best(row, epoch)
-        loop.finished = stop or epoch == config.epochs
+        loop.finished = stop or epoch == self.epochs
         loop.batch = 0
         loop.elapsed = time.perf_counter() - self.start
         if self.ckpt is not None:
@@ -335,7 +339,7 @@ class Trainer:
                 stopping = self.interrupt.requested
             if stopping and not loop.finished:
                 raise TrainingInterrupted(
-                    f"Training stopped after epoch {epoch} of {config.epochs}; checkpoint saved in {str(self.ckpt.dir)!r}.", self.ckpt.dir
+                    f"Training stopped after epoch {epoch} of {self.epochs}; checkpoint saved in {str(self.ckpt.dir)!r}.", self.ckpt.dir
                 )
 
     def _keep_best(self, row: dict, epoch: int) -> bool:
@@ -351,7 +355,7 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())
             return False
         loop.waited += 1
-        if config.early_stopping_patience and loop.waited >= config.early_stopping_patience:
+        if self.patience and loop.waited >= self.patience:
             log.info(
                 "early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
                 config.monitor,

@@ -1,0 +1,146 @@
+"""What ``"auto"`` means: settings decided from the training data before training.
+
+The defaults were first chosen on IMDB (25,000 reviews of ~230 words), where 3 epochs, words seen
+twice and 400 tokens serve. On a few thousand sentences of ten words the same numbers stop
+training after a few hundred steps while validation accuracy still rises. So a setting left at
+``"auto"`` follows what can be seen before training (the number of texts, their lengths, the
+vocabulary's growth); a setting given explicitly always wins. The rules and the measurements
+behind them are in docs/defaults.md (benchmarks/defaults.py, benchmarks/results/defaults-*.json).
+
+Every decision is logged in one block before training and written into the trained model's config
+(and so into the run's config.toml and metrics.json), so a rerun from that config repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .config import AUTO, Config, decided_int
+
+log = logging.getLogger("textrnn")
+
+# One onecycle schedule of about this many optimizer steps: ~3 epochs of IMDB at batch 64, ~10
+# of a 9,000-sentence set; early stopping (restoring the best epoch) ends a run sooner.
+TARGET_STEPS = 1200
+MIN_EPOCHS, MAX_EPOCHS = 3, 30
+# Texts cut to the length that covers this share of them, rounded up to a multiple of 8, within
+# these bounds: the recurrent layer's time grows with the length, and a review's verdict is in
+# its first and last sentences (truncating="head_tail").
+LENGTH_QUANTILE = 0.99
+MIN_LENGTH, MAX_LENGTH = 8, 400
+
+# Three models averaged where training is cheap: 1,000 texts or more (below, validation is too
+# small to tell), at most ENSEMBLE_TOKEN_PASSES tokens over all epochs (the sentence sets, not
+# IMDB's 13 million, where one model keeps the default's time). They train side by side for ~1.7x
+# one model's time, and cut validation error on every small set measured (docs/defaults.md).
+ENSEMBLE_MEMBERS = 3
+ENSEMBLE_MIN_TEXTS = 1_000
+ENSEMBLE_TOKEN_PASSES = 3_000_000
+
+# TextClassifier.fit without validation data holds out data.validation_split of this many texts or
+# more for early stopping (scikit-learn's HistGradientBoosting does the same above 10,000 rows).
+MIN_TEXTS_TO_HOLD_OUT = 500
+
+
+@dataclass
+class Decision:
+    key: str  # section.field
+    value: Any
+    reason: str
+
+
+def data_summary(lengths: np.ndarray, counts: np.ndarray) -> dict:
+    """What the decisions look at: the texts' token lengths and the corpus' token counts."""
+    lengths = np.asarray(lengths)
+    return {
+        "texts": int(lengths.size),
+        "tokens": int(lengths.sum()),
+        "median_length": float(np.median(lengths)) if lengths.size else 0.0,
+        "length_quantile": int(np.quantile(lengths, LENGTH_QUANTILE)) if lengths.size else 0,
+        "types": int(np.count_nonzero(counts)),
+        "types_seen_once": int(np.count_nonzero(np.asarray(counts) == 1)),
+    }
+
+
+def _max_length(summary: dict) -> Decision:
+    q = summary["length_quantile"]
+    value = min(MAX_LENGTH, max(MIN_LENGTH, 8 * math.ceil(q / 8)))
+    why = f"{LENGTH_QUANTILE:.0%} of the texts have at most {q:,} tokens"
+    if value == MAX_LENGTH and q > MAX_LENGTH:
+        why += f"; capped at {MAX_LENGTH} for speed, keeping each text's start and end"
+    return Decision("text.max_length", value, why)
+
+
+def epochs_for(texts: int, batch_size: int, world_size: int = 1) -> Decision:
+    """The epoch ceiling: one schedule of about TARGET_STEPS optimizer steps."""
+    steps = max(1, math.ceil(math.ceil(texts / batch_size) / world_size))
+    value = min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps)))
+    return Decision("train.epochs", value, f"about {TARGET_STEPS:,} steps at {steps:,} an epoch (batch {batch_size})")
+
+
+def patience_for(epochs: int) -> Decision:
+    """Early stopping's patience: a third of the epochs, at least 2. A dip of one or two epochs in
+    a long schedule is noise on small data (validation recovers as the rate anneals: SST-5's
+    0.405, 0.381, 0.399, 0.412), and a quarter stopped there (docs/defaults.md)."""
+    return Decision("train.early_stopping_patience", max(2, math.ceil(epochs / 3)), f"a third of the {epochs} epochs, at least 2")
+
+
+def members_for(config: Config, summary: dict, epochs: int) -> Decision:
+    """How many copies of the model to average: ENSEMBLE_MEMBERS on small data, else 1."""
+    passes = min(summary["tokens"], summary["texts"] * summary.get("max_length", MAX_LENGTH)) * epochs
+    if config.model.arch != "rnn" or config.pretrain.data or config.pretrain.encoder:
+        return Decision("model.members", 1, "one model: an ensemble needs the recurrent model without a pretrained encoder")
+    if summary["texts"] < ENSEMBLE_MIN_TEXTS:
+        return Decision("model.members", 1, f"one model: under {ENSEMBLE_MIN_TEXTS:,} texts")
+    if passes > ENSEMBLE_TOKEN_PASSES:
+        return Decision("model.members", 1, f"one model: {passes:,} tokens over {epochs} epochs")
+    why = f"averaged, side by side: small data ({passes:,} tokens over {epochs} epochs) trains fast"
+    return Decision("model.members", ENSEMBLE_MEMBERS, why)
+
+
+def decide(config: Config, lengths: np.ndarray, counts: np.ndarray, world_size: int = 1) -> tuple[Config, list[Decision], dict]:
+    """``config`` with its "auto" settings decided from the training texts' token ``lengths`` and
+    the corpus' token ``counts``; the decisions; the summary they came from."""
+    summary = data_summary(lengths, counts)
+    decisions = []
+    length = config.text.max_length
+    if length == AUTO:
+        decisions.append(_max_length(summary))
+        length = decisions[-1].value
+    if config.train.epochs == AUTO:
+        decisions.append(epochs_for(summary["texts"], config.train.batch_size, world_size))
+    epochs = decisions[-1].value if config.train.epochs == AUTO else decided_int(config.train.epochs, "train.epochs")
+    if config.train.early_stopping_patience == AUTO:
+        decisions.append(patience_for(epochs))
+    if config.model.members == AUTO:
+        decisions.append(members_for(config, {**summary, "max_length": length}, epochs))
+    if decisions:
+        config = config.override({d.key: d.value for d in decisions})
+    return config, decisions, summary
+
+
+def resolve_train(train_config: Any, texts: int, world_size: int = 1) -> Any:
+    """A TrainConfig with an "auto" epoch count and patience decided (for callers of the trainer itself)."""
+    if train_config.epochs == AUTO:
+        train_config = replace(train_config, epochs=epochs_for(texts, train_config.batch_size, world_size).value)
+    if train_config.early_stopping_patience == AUTO:
+        train_config = replace(train_config, early_stopping_patience=patience_for(train_config.epochs).value)
+    return train_config
+
+
+def describe(decisions: list[Decision], summary: dict) -> str:
+    """The block printed before training."""
+    head = (
+        f"decided from the data ({summary['texts']:,} texts, median {summary['median_length']:.0f} tokens, "
+        f"{summary['types']:,} distinct words); set any of these to override:"
+    )
+    lines = [head]
+    for d in decisions:
+        reason = f"at most: {d.reason}; early stopping keeps the best epoch" if d.key == "train.epochs" else d.reason
+        lines.append(f"  {d.key:<29} {str(d.value):>4}   {reason}")
+    return "\n".join(lines)
