@@ -4,7 +4,8 @@
     POST /explain   {"text": "..."}                            -> the prediction and a score per token
     GET  /health    liveness;  GET /model: labels, config, training metrics, versions, limits
     GET  /          the page (static/: HTML, JS and CSS served by the app; nothing from a CDN)
-    GET  /docs      OpenAPI docs (FastAPI's Swagger UI)
+    GET  /docs      OpenAPI docs (Swagger UI; /redoc: ReDoc), their JS and CSS served by the app from
+                    the installed fastapi-offline package: nothing from a CDN, so they work offline
 
 Every mistake a client can make gets a 4xx answer ``{"detail": "one sentence naming the problem"}``:
 a body over ``max_body_bytes`` (413), a body that is not JSON (400), a missing, unknown or mistyped
@@ -23,6 +24,7 @@ share it by time.
 import asyncio
 import collections
 import contextlib
+import importlib.resources
 import json
 import logging
 import math
@@ -45,6 +47,15 @@ from .export import OnnxClassifier
 log = logging.getLogger("textrnn")
 
 STATIC = Path(__file__).parent / "static"
+# the docs pages' files: swagger-ui-dist@5 and redoc@2, the ones FastAPI's own /docs and /redoc take
+# from a CDN, as the fastapi-offline package ships them (its folder static/), served under DOCS_ASSETS
+DOCS_ASSETS_PACKAGE = "fastapi_offline"
+DOCS_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+DOCS_ASSETS = "/docs-assets"
+DOCS_MISSING = (
+    "The API docs need Swagger UI's files, which are not installed: pip install fastapi-offline (or 'textrnn[serve]'); "
+    "the schema is at /openapi.json."
+)
 MAX_TEXT_CHARS = 50_000  # the longest IMDB review is about 14,000 characters
 MAX_BATCH = 128
 MAX_BODY_BYTES = 1_000_000
@@ -434,6 +445,8 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description=f"Recurrent text classifier **{name}** ({runtime} runtime). Labels: {', '.join(map(str, labels))}.",
+        docs_url=None,  # /docs and /redoc are _add_docs_routes': their files from this machine, not a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     fields = {"/predict": ("text", "texts"), "/explain": ("text",)}
@@ -442,6 +455,7 @@ def create_app(
     _add_prediction_routes(app, clf, name, batcher, max_batch, check_text, PredictRequest, ExplainRequest)
     limits = {"max_text_chars": max_text_chars, "max_batch": max_batch, "max_body_bytes": max_body_bytes}
     _add_info_routes(app, clf, name, runtime, limits, batcher, inference_threads)
+    _add_docs_routes(app)
     app.state.classifier, app.state.model_name, app.state.batcher = clf, name, batcher
     return app
 
@@ -599,6 +613,67 @@ def _add_info_routes(app, clf, name: str, runtime: str, limits: dict, batcher: B
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def docs_assets() -> Path | None:
+    """The folder of the docs pages' files (DOCS_FILES) in the installed fastapi-offline package, or
+    None where that package, or one of the files, is missing."""
+    try:
+        folder = Path(str(importlib.resources.files(DOCS_ASSETS_PACKAGE) / "static"))
+    except ImportError:
+        return None
+    return folder if all((folder / file).is_file() for file in DOCS_FILES) else None
+
+
+def _add_docs_routes(app) -> None:
+    """GET /docs (Swagger UI), its OAuth2 redirect page and /redoc (ReDoc), as FastAPI's "Custom Docs
+    UI Static Assets (Self-Hosting)" recipe has them: the pages load their JS and CSS from this app
+    (DOCS_ASSETS), which serves them from the installed package, so the docs work offline. Without
+    that package the server still starts, and both pages say in one line how to install it."""
+    from fastapi import Request  # noqa: PLC0415  (optional extra: textrnn[serve])
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html  # noqa: PLC0415
+    from fastapi.responses import PlainTextResponse  # noqa: PLC0415
+    from fastapi.staticfiles import StaticFiles  # noqa: PLC0415
+
+    folder = docs_assets()
+    if folder is None:
+        log.warning("%s", DOCS_MISSING)
+
+        @app.get("/docs", include_in_schema=False)
+        @app.get("/redoc", include_in_schema=False)
+        def no_docs():
+            return PlainTextResponse(DOCS_MISSING, status_code=503)
+
+        return
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+    openapi_url, oauth2_redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")  # behind a proxy's prefix, as FastAPI's own /docs
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + oauth2_redirect_url,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    def swagger_ui_redirect():
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def bound_kernel_caches(shapes: int = KERNEL_CACHE_SHAPES) -> dict:
