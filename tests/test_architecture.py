@@ -14,12 +14,12 @@ LAYERS = [
     {"_env", "errors", "progress", "batching", "evaluation"},
     {"config", "text"},
     {"io", "runtime", "embeddings", "adaptive"},
-    {"datasets", "models", "distributed", "plots"},
+    {"datasets", "models", "distributed", "plots", "tracking"},
     {"fastrnn", "optim"},
     {"inference"},
     {"pieces", "checkpoint", "trainer", "pretrain"},
     {"classifier", "explain", "export"},
-    {"pipeline", "report", "streaming", "serving", "cli", "__init__", "__main__"},
+    {"pipeline", "tune", "report", "streaming", "serving", "cli", "__init__", "__main__"},
 ]
 TRAINING = {"trainer", "pieces", "checkpoint", "optim", "pretrain"}
 PREDICTION = {"inference", "fastrnn", "explain", "export", "serving", "streaming"}

@@ -24,13 +24,15 @@ from .errors import ArtifactError, TextRNNError, TrainingInterrupted
 from .evaluation import format_report
 from .explain import explain, format_text, to_html
 from .export import export_onnx
-from .pipeline import compare_run, describe, evaluate_run, format_compare, resume_run, train_run
+from .pipeline import compare_run, describe, evaluate_run, format_compare, portable_config, resume_run, train_run
 from .pretrain import pretrain_texts
 from .progress import Progress
 from .report import build_report
 from .serving import serve
 from .streaming import predict_file
 from .text import PAD_ID, UNK_ID, Tokenizer, Vocabulary, pad, truncate
+from .tracking import Tracker, check_installed, flat_params, log_train_run, parse_backends
+from .tune import format_tune, tune_run
 
 log = logging.getLogger("textrnn")
 
@@ -71,6 +73,25 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _tracking_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-to",
+        action="append",
+        default=[],
+        metavar="BACKEND",
+        help="also log the run to tensorboard or mlflow (repeatable, or comma-separated; optional extras)",
+    )
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow's store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def _tracker(args, name: str, logdir: Path, fresh: bool = True, command: str = "") -> Tracker:
+    """The run's tracker for --log-to (none under torchrun but on rank 0); a missing extra is one
+    line here, before any training."""
+    backends = parse_backends(args.log_to) if os.environ.get("RANK", "0") == "0" else []
+    check_installed(backends, args.tracking_uri)
+    return Tracker(backends, name, logdir, args.tracking_uri, fresh=fresh, tags={"textrnn.command": command or args.command})
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -96,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (the model goes to DIR/model; checkpoints to DIR/checkpoint)")
     p.add_argument("--overwrite", action="store_true", help="replace a model (or an unfinished run) already in DIR")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its checkpoint, with its saved config")
+    _tracking_flags(p)
 
     p = sub.add_parser("evaluate", help="metrics of a saved model on labelled data")
     p.add_argument("model", metavar="MODEL_DIR")
@@ -188,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="a seeded sample of N texts from each DATA (quick runs)")
     p.add_argument("--overwrite", action="store_true", help="replace an encoder already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _tracking_flags(p)
+
+    p = sub.add_parser(
+        "tune",
+        help="search settings with Optuna, then train and test the best",
+        description="Search the settings of the [tune] section of --config (ranges and choices) with a TPE sampler "
+        "and a median pruner, scoring each trial on the validation split (never the test split); write "
+        "OUTPUT/trials.csv, best.toml and search.png, then train the best settings in OUTPUT/best and test them.",
+    )
+    _config_flags(p)
+    p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="finished trials the study holds in all (default: 20)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this long")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="the study (study.db, SQLite) and its files")
+    p.add_argument("--resume", action="store_true", help="continue the study in DIR (or join it from another process)")
+    p.add_argument("--overwrite", action="store_true", help="delete a study already in DIR and start again")
+    _tracking_flags(p)
 
     p = sub.add_parser(
         "compare",
@@ -304,11 +342,18 @@ def _cmd_train(args) -> int:
                 f"--resume writes to the run it continues; drop --output (received: --output "
                 f"{args.output!r} with --resume {args.resume!r})."
             )
-        report = resume_run(args.resume, progress=not args.quiet)
+        run = Path(args.resume)
+        with _tracker(args, run.resolve().name, run / "tensorboard", fresh=False) as tracker:
+            report = resume_run(args.resume, progress=not args.quiet, on_epoch_end=tracker.log_epoch)
+            log_train_run(tracker, report, run)
     elif not args.output:
         raise TextRNNError("train needs --output DIR (or --resume RUN_DIR to continue an interrupted run).")
     else:
-        report = train_run(_resolve_config(args), args.output, overwrite=args.overwrite, progress=not args.quiet)
+        config, run = _resolve_config(args), Path(args.output)
+        with _tracker(args, run.resolve().name, run / "tensorboard") as tracker:
+            tracker.log_params(flat_params(portable_config(config).to_dict(), skip_auto=True))  # "auto" ones once decided
+            report = train_run(config, args.output, overwrite=args.overwrite, progress=not args.quiet, on_epoch_end=tracker.log_epoch)
+            log_train_run(tracker, report, run)
     if "model_dir" in report:  # under torchrun, rank 0 alone reports
         print(describe(report))
     return 0
@@ -337,13 +382,18 @@ def _cmd_pretrain(args) -> int:
     config = config.override(args.overrides) if args.overrides else config
     if Path(args.output).exists() and not args.overwrite:  # before any work
         raise ArtifactError(f"{args.output!r} already exists; choose another --output or pass --overwrite.")
+    out = Path(args.output)  # the encoder folder is written whole at the end: TensorBoard's events go beside it
+    tracker = _tracker(args, out.resolve().name, out.with_name(out.name + ".tensorboard"))
     d, texts = config.data, []
     for spec in args.data:
         if spec.lower().replace(" ", "") == "imdb:test":
             log.warning("pretrain: imdb:test is the held-out test split; a model pretrained on it has read the texts it is tested on")
         data = load_data(spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path, encoding=d.encoding)
         texts += (sample(data, d.limit, config.train.seed) if d.limit else data).texts
-    path = pretrain_texts(texts, config, args.output, progress=not args.quiet, overwrite=args.overwrite)
+    with tracker:
+        tracker.log_params(flat_params(config.to_dict()))
+        path = pretrain_texts(texts, config, args.output, progress=not args.quiet, overwrite=args.overwrite, on_epoch_end=tracker.log_epoch)
+        tracker.log_artifacts(path, "encoder")
     m = config.model
     print(
         f"wrote {path}: fine-tune it with --set pretrain.encoder={path}, and the model settings it was "
@@ -351,6 +401,23 @@ def _cmd_pretrain(args) -> int:
         f"--set model.hidden_size={m.hidden_size} --set model.num_layers={m.num_layers} "
         f"--set model.bidirectional={str(m.bidirectional).lower()})"
     )
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        raise TextRNNError("tune runs in one process; run it without torchrun.")
+    if not args.config:
+        raise TextRNNError("tune needs --config FILE with a [tune] section: the settings to search.")
+    out = Path(args.output)
+    tracker = _tracker(args, f"tune {out.resolve().name}", out / "tensorboard" / "study", fresh=not args.resume)
+    config = _resolve_config(args)
+    with tracker:
+        result = tune_run(
+            args.config, config, out, args.trials, args.timeout, args.resume, args.overwrite, tracker, progress=not args.quiet
+        )
+    print(format_tune(result))
+    print(describe(result["report"]))
     return 0
 
 
@@ -535,6 +602,7 @@ COMMANDS = {
     "export": _cmd_export,
     "word2vec": _cmd_word2vec,
     "pretrain": _cmd_pretrain,
+    "tune": _cmd_tune,
 }
 
 

@@ -300,6 +300,9 @@ MOVED = {
     **{f"train.{k}": f"runtime.{k}" for k in ("device", "num_threads", "precision", "micro_batch_tokens", "checkpoint_every")},
 }
 _noticed: set[str] = set()
+# Sections of a recipe that another command reads and a Config leaves out: [tune], the search
+# space of textrnn tune (tune.py), so that `textrnn train --config` takes the same file.
+OTHER_SECTIONS = ("tune",)
 
 
 def _moved(old: str, source: str, notify: bool = True) -> str:
@@ -360,6 +363,7 @@ class Config:
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: expected a table of sections. Received: {type(d).__name__}")
         d = _move_old_keys(d, source, notify)
+        d = {k: v for k, v in d.items() if k not in OTHER_SECTIONS}
         unknown = [k for k in d if k not in cls.SECTIONS]
         if unknown:
             raise ConfigError(

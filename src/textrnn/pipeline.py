@@ -180,9 +180,12 @@ def _report(clf: TextClassifier, config: Config, train, val, test, ctx) -> tuple
     return report, y_test, proba_test
 
 
-def train_run(config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None, resume: bool = False) -> dict:
+def train_run(
+    config: Config, output: str | Path, overwrite: bool = False, progress: bool = True, data=None, resume: bool = False, on_epoch_end=None
+) -> dict:
     """Train on ``config.data.train``, keep the best epoch by validation, report on the test split
     once, and write the run directory. Returns the report written to ``metrics.json``.
+    ``on_epoch_end(row)`` gets each epoch's history row (experiment tracking, tune's pruning).
 
     Checkpoints go to ``output/checkpoint``; ``resume=True`` continues from them (see resume_run).
 
@@ -223,6 +226,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
             progress=progress,
             checkpoint_dir=checkpoint,
             resume=resume,
+            on_epoch_end=on_epoch_end,
         )
     except BaseException:
         if ctx.is_main and not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace
@@ -252,7 +256,7 @@ def train_run(config: Config, output: str | Path, overwrite: bool = False, progr
     return report
 
 
-def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
+def resume_run(run_dir: str | Path, progress: bool = True, on_epoch_end=None) -> dict:
     """Continue the interrupted run in ``run_dir`` with its saved config and checkpoint; the
     model is the same as an uninterrupted run would have made."""
     run = Path(run_dir)
@@ -268,7 +272,7 @@ def resume_run(run_dir: str | Path, progress: bool = True) -> dict:
     if not (run / "checkpoint" / "config.toml").is_file():
         raise CheckpointError(f"{str(run)!r} has a checkpoint but no checkpoint/config.toml; it cannot be resumed.")
     config = Config.from_toml(run / "checkpoint" / "config.toml")
-    return train_run(config, run, progress=progress, resume=True)
+    return train_run(config, run, progress=progress, resume=True, on_epoch_end=on_epoch_end)
 
 
 def describe(report: dict) -> str:

@@ -180,11 +180,11 @@ def evaluate(lm: LanguageModel, stream: np.ndarray, rows: int, bptt: int, bf16: 
     return total / count if count else float("nan")
 
 
-def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool = True) -> list[dict]:
+def fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool = True, on_epoch_end=None) -> list[dict]:
     """Train ``lm`` in place on ``stream`` with truncated BPTT, AdamW and a one-cycle rate, on
-    ``runtime.device``; returns one history row per epoch."""
+    ``runtime.device``; returns one history row per epoch, each also given to ``on_epoch_end(row)``."""
     with denormals_flushed():
-        return _fit_language_model(lm, stream, config, show_progress)
+        return _fit_language_model(lm, stream, config, show_progress, on_epoch_end)
 
 
 def _advance(schedule, done: int, total_steps: int, budget: float | None, started: float) -> int:
@@ -223,7 +223,7 @@ def _epoch_row(epoch: int, epochs: int, loss: float, val_loss: float, seconds: f
     return row
 
 
-def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool) -> list[dict]:
+def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, show_progress: bool, on_epoch_end=None) -> list[dict]:
     p, r = config.pretrain, config.runtime
     device = resolve_device(r.device)
     set_threads(r.num_threads)
@@ -288,6 +288,8 @@ def _fit_language_model(lm: LanguageModel, stream: np.ndarray, config: Config, s
                 break
         val_loss = evaluate(lm, val, rows, p.bptt, bf16, bf16_all)
         history.append(_epoch_row(epoch, p.epochs, float(total) / count, val_loss, time.perf_counter() - t0, count))
+        if on_epoch_end is not None:  # experiment tracking (tracking.py)
+            on_epoch_end(history[-1])
         if out_of_time:
             break
     lm.eval()
@@ -313,7 +315,12 @@ def pretrain_settings(config: Config, tokenizer: Tokenizer) -> dict:
 
 
 def pretrain(
-    corpora: list[TokenizedCorpus], config: Config, output: str | os.PathLike, progress: bool = True, overwrite: bool = False
+    corpora: list[TokenizedCorpus],
+    config: Config,
+    output: str | os.PathLike,
+    progress: bool = True,
+    overwrite: bool = False,
+    on_epoch_end=None,
 ) -> Path:
     """Pretrain the configured encoder on the tokenized ``corpora`` and write its folder to ``output``."""
     m, t = config.model, config.text
@@ -334,7 +341,7 @@ def pretrain(
         len(stream),
         len(vocab),
     )
-    history = fit_language_model(lm, stream, config, progress)
+    history = fit_language_model(lm, stream, config, progress, on_epoch_end)
     tokenizer = Tokenizer.from_config(t)
     meta = {
         "format": FORMAT,
@@ -351,11 +358,13 @@ def pretrain(
     return save_encoder(output, meta, vocab, state, overwrite)
 
 
-def pretrain_texts(texts: list[str], config: Config, output: str | os.PathLike, progress: bool = True, overwrite: bool = False) -> Path:
-    """``pretrain`` on raw texts (the ``textrnn pretrain`` command)."""
+def pretrain_texts(
+    texts: list[str], config: Config, output: str | os.PathLike, progress: bool = True, overwrite: bool = False, on_epoch_end=None
+) -> Path:
+    """``pretrain`` on raw texts (the ``textrnn pretrain`` command); ``on_epoch_end(row)`` gets each epoch's history row."""
     t = config.text
     cache = cache_dir() / "tokens" if config.data.cache_tokens else None
-    return pretrain([tokenize_cached(texts, Tokenizer.from_config(t), cache)], config, output, progress, overwrite)
+    return pretrain([tokenize_cached(texts, Tokenizer.from_config(t), cache)], config, output, progress, overwrite, on_epoch_end)
 
 
 def with_unlabelled(config: Config, texts: list[str], spec: str) -> tuple[Tokenizer, list[TokenizedCorpus]]:
