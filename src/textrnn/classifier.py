@@ -26,7 +26,7 @@ from .config import FLAT_KEYS, Config
 from .datasets import train_validation_split
 from .embeddings import load_pretrained
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
-from .evaluation import compute_metrics, probabilities
+from .evaluation import best_thresholds, checked_thresholds, compute_metrics, multilabel_metrics, predicted_labels, probabilities
 from .inference import predict_logits
 from .io import MODEL, atomic_folder, cache_dir, read_folder, save_tensors
 from .models import RNNClassifier, build_model, members
@@ -65,6 +65,38 @@ def _normalize_labels(labels: Sequence) -> list:
     return [str(l) for l in labels]
 
 
+def is_multilabel(labels: Sequence) -> bool:
+    """Whether ``labels`` are label sets (lists or tuples: multi-label data)."""
+    return any(isinstance(l, (list, tuple, set, frozenset)) for l in labels)
+
+
+def label_sets(labels: Sequence) -> list[tuple]:
+    """Each label as a sorted tuple of label names (a single label becomes a set of one)."""
+    out = []
+    for row, l in enumerate(labels, start=1):
+        if l is None or (isinstance(l, float) and np.isnan(l)):
+            raise DataError(f"Some labels are missing (row {row}).")
+        items = l if isinstance(l, (list, tuple, set, frozenset)) else [l]
+        names = tuple(sorted({str(x.item() if isinstance(x, np.generic) else x).strip() for x in items}))
+        if not names:
+            raise DataError(f"Row {row} has an empty label set; give every text at least one label (e.g. 'none' for texts with none).")
+        out.append(names)
+    return out
+
+
+def classes_of(labels: Sequence, task: str = "auto") -> tuple[list, list, bool]:
+    """(labels normalized, the sorted classes, multi-label?) for ``data.task``; one line naming the
+    conflict when the labels contradict an explicit task."""
+    multilabel = task == "multilabel" or (task == "auto" and is_multilabel(labels))
+    if is_multilabel(labels) and not multilabel:
+        raise DataError(f"The labels are lists (several labels per text) but data.task={task!r}; use data.task='multilabel' or 'auto'.")
+    labels = label_sets(labels) if multilabel else _normalize_labels(labels)
+    classes = sorted(set().union(*labels)) if multilabel else sorted(set(labels))
+    if task == "binary" and len(classes) != 2:
+        raise DataError(f"data.task='binary' needs two classes. Received {len(classes)}: {', '.join(map(repr, classes[:6]))}")
+    return labels, classes, multilabel
+
+
 def match_labels(labels: Sequence, classes: Sequence) -> list:
     """``labels`` in the type of ``classes``; a DataError names any label not among them."""
     labels = _normalize_labels(labels)
@@ -100,6 +132,8 @@ class TextClassifier:
     """
 
     meta_: dict  # the saved folder's config.json: set by load, absent from a classifier fitted here
+    multilabel_: bool = False  # several labels per text (set by fit and load)
+    thresholds_: list[float]  # multi-label only: each label's probability threshold
 
     def __init__(self, config: Config | None = None, **params: Any):
         self.config = config if config is not None else Config()
@@ -134,17 +168,12 @@ class TextClassifier:
         ``textrnn train`` does; ``validation_split=0`` trains on every text."""
         config = self._resolved_config()
         texts = _check_texts(texts)
-        labels = _normalize_labels(labels)
+        labels, classes, config = self._set_classes(list(labels), config)
         if len(texts) != len(labels):
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
-        classes = sorted(set(labels))
-        if len(classes) < 2:
-            raise DataError(f"Training needs at least two classes. Received only: {classes!r}")
         if validation_data is None:
             texts, labels, validation_data = _hold_out(texts, labels, validation_split, config)
         self.config_ = config
-        self.classes_ = classes
-        self._index = {c: i for i, c in enumerate(classes)}
         self.tokenizer_ = Tokenizer.from_config(config.text)
         encoder = None
         if config.pretrain.encoder:  # read first: a bad folder fails before any work
@@ -164,14 +193,14 @@ class TextClassifier:
         if not ctx.is_main:
             corpus = self._tokenize(texts)
         train_x = corpus.encode(self.vocab_, t.length, t.truncating, t.head_fraction)
-        train_y = np.array([self._index[l] for l in labels], dtype=np.int64)
+        train_y = self._targets(labels)
         val_x = val_y = None
         if validation_data is not None:
             val_texts, val_labels = validation_data
             val_x = self._encode_many(_check_texts(val_texts, "validation texts"))
             val_y = self._targets(val_labels)
         torch.manual_seed(config.train.seed)
-        self.model_ = build_model(config.model, len(self.vocab_), len(classes))
+        self.model_ = build_model(config.model, len(self.vocab_), len(classes), self.multilabel_)
         self.embedding_coverage_ = self._load_pretrained(config)
         if encoder is not None:
             encoder.load_into(self.model_, self.tokenizer_)
@@ -194,7 +223,24 @@ class TextClassifier:
             runtime=config.runtime,
         )
         self.model_.eval()
+        if self.multilabel_:  # each label's threshold: the best F1 on validation, else 0.5
+            self.thresholds_ = [0.5] * len(classes) if val_x is None or val_y is None else best_thresholds(val_y, self._proba(val_x))
         return self
+
+    def _set_classes(self, labels: list, config: Config) -> tuple[list, list, Config]:
+        """The labels normalized, the classes (and the index, multilabel_), ``data.task`` decided."""
+        labels, classes, multilabel = classes_of(labels, config.data.task)
+        if len(classes) < 2:
+            raise DataError(f"Training needs at least two {'labels' if multilabel else 'classes'}. Received only: {classes!r}")
+        if config.data.task == "auto":
+            config = config.override({"data.task": "multilabel" if multilabel else "binary" if len(classes) == 2 else "multiclass"})
+        self.classes_, self.multilabel_ = classes, multilabel
+        self._index = {c: i for i, c in enumerate(classes)}
+        return labels, classes, config
+
+    def _proba(self, encoded: list[np.ndarray], batch_size: int = 512) -> np.ndarray:
+        logits = predict_logits(self.model_, encoded, batch_size, self.config_.runtime.precision)
+        return probabilities(logits, self.multilabel_)
 
     def _decide(self, config: Config, corpus: TokenizedCorpus, world_size: int) -> tuple[Config, dict]:
         """``config`` with its "auto" settings decided from the training corpus, logged in one block."""
@@ -245,8 +291,19 @@ class TextClassifier:
         return encode_texts(_check_texts(texts), self.tokenizer_, self.vocab_, t.length, t.truncating, t.head_fraction)
 
     def _targets(self, labels) -> np.ndarray:
-        labels = match_labels(labels, self.classes_)
-        return np.array([self._index[l] for l in labels], dtype=np.int64)
+        """Class indices (N,), or for a multi-label model 0/1 rows (N, C)."""
+        if not self.multilabel_:
+            labels = match_labels(labels, self.classes_)
+            return np.array([self._index[l] for l in labels], dtype=np.int64)
+        sets = label_sets(labels)
+        unknown = sorted({repr(l) for s in sets for l in s if l not in self._index})
+        if unknown:
+            known = ", ".join(map(repr, self.classes_))
+            raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}. The model knows: {known}")
+        y = np.zeros((len(sets), len(self.classes_)), dtype=np.float32)
+        for i, s in enumerate(sets):
+            y[i, [self._index[l] for l in s]] = 1.0
+        return y
 
     def decision_function(self, texts, batch_size: int = 512) -> np.ndarray:
         """Raw logits (N, C)."""
@@ -254,12 +311,24 @@ class TextClassifier:
         return predict_logits(self.model_, self.encode(texts), batch_size, self.config_.runtime.precision)
 
     def predict_proba(self, texts, batch_size: int = 512) -> np.ndarray:
-        """(N, K) probabilities, columns in ``classes_`` order; rows sum to 1."""
-        return probabilities(self.decision_function(texts, batch_size))
+        """(N, K) probabilities, columns in ``classes_`` order; rows sum to 1 (for a multi-label
+        model: each label's own probability)."""
+        return probabilities(self.decision_function(texts, batch_size), self.multilabel_)
 
     def predict(self, texts, batch_size: int = 512) -> list:
-        proba = self.predict_proba(texts, batch_size)
-        return [self.classes_[i] for i in proba.argmax(axis=1)]
+        """The class of each text; for a multi-label model, the list of its labels at or above
+        their thresholds (``thresholds_``)."""
+        return self.labels_from(self.predict_proba(texts, batch_size))
+
+    def labels_from(self, proba: np.ndarray) -> list:
+        """Predictions from probabilities: the top class, or (multi-label) the labels over threshold."""
+        return predicted_labels(proba, self.classes_, self.thresholds_ if self.multilabel_ else None)
+
+    def metrics(self, y: np.ndarray, proba: np.ndarray) -> dict:
+        """The metrics of probabilities against targets (from ``_targets``)."""
+        if self.multilabel_:
+            return multilabel_metrics(y, proba, self.classes_, self.thresholds_)
+        return compute_metrics(y, proba, self.classes_)
 
     def evaluate(self, texts, labels, batch_size: int = 512) -> dict:
         """Loss, accuracy, precision/recall/F1 (macro and per class), ROC-AUC, confusion matrix."""
@@ -268,8 +337,7 @@ class TextClassifier:
         if len(texts) != len(labels):
             raise DataError(f"texts and labels must have the same length. Received: {len(texts)} texts and {len(labels)} labels")
         y = self._targets(labels)
-        proba = probabilities(predict_logits(self.model_, self._encode_many(texts), batch_size, self.config_.runtime.precision))
-        return compute_metrics(y, proba, self.classes_)
+        return self.metrics(y, self._proba(self._encode_many(texts), batch_size))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = False, extra: dict | None = None) -> Path:
@@ -284,6 +352,7 @@ class TextClassifier:
                 "history": getattr(self, "history_", []),
                 "embedding_coverage": getattr(self, "embedding_coverage_", None),
                 "decided": getattr(self, "decided_", None),
+                "thresholds": getattr(self, "thresholds_", None),
                 **(extra or {}),
             }
             (tmp / "config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -303,12 +372,15 @@ class TextClassifier:
         self.config_ = art.config
         self.classes_ = art.classes
         self._index = {c: i for i, c in enumerate(art.classes)}
+        self.multilabel_ = art.config.data.task == "multilabel"
+        if self.multilabel_:
+            self.thresholds_ = checked_thresholds(art.meta.get("thresholds"), len(art.classes), art.path)
         self.tokenizer_ = Tokenizer.from_config(art.config.text)
         self.vocab_ = art.vocab
         self.history_ = art.meta.get("history", [])
         self.embedding_coverage_ = art.meta.get("embedding_coverage")
         self.meta_ = art.meta
-        self.model_ = build_model(art.config.model, len(self.vocab_), len(art.classes))
+        self.model_ = build_model(art.config.model, len(self.vocab_), len(art.classes), self.multilabel_)
         state, expected = art.state, self.model_.state_dict()
         bad = [k for k in expected if k not in state or state[k].shape != expected[k].shape]
         extra = [k for k in state if k not in expected]

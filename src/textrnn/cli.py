@@ -52,6 +52,8 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
         p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
+    p.add_argument("--label-separator", metavar="SEP", help="several labels in one CSV/TSV cell, split on SEP, e.g. '|' (multi-label)")
+    p.add_argument("--label-columns", metavar="A,B,C", help="several 0/1 columns, one per label (multi-label)")
     p.add_argument("--encoding", metavar="NAME", help="text encoding of data files (default: utf-8; try latin-1)")
     p.add_argument(
         "--imdb-path", metavar="PATH", help="the IMDB archive or its extracted folder (else $TEXTRNN_IMDB, the cache, or a download)"
@@ -307,6 +309,8 @@ def _resolve_config(args) -> "Config":
     for flag, key in (
         ("text_column", "data.text_column"),
         ("label_column", "data.label_column"),
+        ("label_separator", "data.label_separator"),
+        ("label_columns", "data.label_columns"),
         ("encoding", "data.encoding"),
         ("imdb_path", "data.imdb_path"),
         ("limit", "data.limit"),
@@ -431,7 +435,8 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    data = {k: getattr(args, k) for k in ("text_column", "label_column", "encoding", "imdb_path") if getattr(args, k)}
+    keys = ("text_column", "label_column", "label_separator", "label_columns", "encoding", "imdb_path")
+    data = {k: getattr(args, k) for k in keys if getattr(args, k)}
     m = evaluate_run(args.model, args.data, data)
     print(json.dumps(m, indent=2) if args.format == "json" else format_report(m, f"{args.data}"))
     return 0
@@ -478,17 +483,19 @@ def _cmd_predict(args) -> int:
     texts = _read_texts(args)
     proba = _predict_proba(clf, texts, args.batch_size, progress=bool(args.input) and not args.quiet)
     out = sys.stdout
-    for text, p in zip(texts, proba):
-        i = int(p.argmax())
+    for text, p, label in zip(texts, proba, clf.labels_from(proba)):
+        short = text if len(text) <= 70 else text[:67] + "..."
         if args.format == "json":
+            key = "labels" if clf.multilabel_ else "label"
             out.write(
-                json.dumps(
-                    {"text": text, "label": clf.classes_[i], "probabilities": {str(c): round(float(v), 6) for c, v in zip(clf.classes_, p)}}
-                )
-                + "\n"
+                json.dumps({"text": text, key: label, "probabilities": {str(c): round(float(v), 6) for c, v in zip(clf.classes_, p)}})
             )
+            out.write("\n")
+        elif clf.multilabel_:  # the labels over their thresholds, each with its probability
+            shown = ", ".join(f"{c} {v:.4f}" for c, v in zip(clf.classes_, p) if c in label) or "(none)"
+            out.write(f"{shown}\t{short}\n")
         else:
-            short = text if len(text) <= 70 else text[:67] + "..."
+            i = int(p.argmax())
             out.write(f"{clf.classes_[i]}\t{p[i]:.4f}\t{short}\n")
     return 0
 

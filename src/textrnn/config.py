@@ -30,6 +30,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "onecycle", "linear")
 MONITORS = ("val_accuracy", "val_loss")
 PRECISIONS = ("auto", "float32", "bfloat16")
+TASKS = ("auto", "binary", "multiclass", "multilabel")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # A setting whose value is AUTO is decided from the training data when training starts (adaptive.py);
 # the decided value is what the trained model's config, the run's config.toml and metrics.json hold.
@@ -85,10 +86,26 @@ class DataConfig:
     limit: int | None = None  # train on a seeded sample of this many rows (quick runs)
     validation_split: float = 0.1
     cache_tokens: bool = True  # cache tokenized corpora of 1,000+ texts (the slow part of preparation)
+    # One label per text ("binary", "multiclass") or a set of labels ("multilabel"); "auto": a set
+    # when the labels are lists (JSONL/Parquet), split by label_separator, or from label_columns.
+    task: str = AUTO
+    label_separator: str | None = None  # a CSV/TSV label cell holding several labels, e.g. "|"
+    label_columns: str | None = None  # "a,b,c": several 0/1 columns, one per label (multi-label)
 
     def __post_init__(self) -> None:
         _positive(self, "limit")
         _fraction(self, "validation_split", low_open=False)
+        if self.task not in TASKS:
+            raise expected_one_of("task", self.task, TASKS)
+        if self.label_separator is not None and (not isinstance(self.label_separator, str) or not self.label_separator):
+            raise ConfigError(f"label_separator must be a non-empty string. Received: label_separator={self.label_separator!r}")
+        if self.label_columns is not None and not self.columns:
+            raise ConfigError(f"label_columns must name columns, comma-separated. Received: label_columns={self.label_columns!r}")
+
+    @property
+    def columns(self) -> list[str]:
+        """``label_columns`` as a list of names (empty when unset)."""
+        return [c.strip() for c in (self.label_columns or "").split(",") if c.strip()]
 
 
 @dataclass

@@ -409,11 +409,15 @@ def read_table(
     label_column: str | None = "label",
     *,
     encoding: str = "utf-8",
+    label_separator: str | None = None,
+    label_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """Read texts and labels from a CSV, TSV, JSONL or Parquet file, or a folder of class folders.
 
     ``label_column=None`` reads texts only (labels ``None`` each). Labels stay ints when every
-    label is an integer, else they become stripped strings.
+    label is an integer, else they become stripped strings. Several labels per text (multi-label)
+    become a sorted tuple of label names: a JSON/Parquet list, a cell split on ``label_separator``,
+    or the names of the ``label_columns`` (0/1 columns) that hold 1 (a row of zeros: no label).
     """
     path = Path(os.fspath(path)).expanduser()
     if not path.exists():
@@ -434,24 +438,49 @@ def read_table(
         )
     if path.stat().st_size == 0:
         raise DataError(f"Data file {path.name!r} is empty.")
-    if kind == "parquet":
-        columns = _parquet_columns(path, text_column, label_column)
-    else:
+    content = None
+    if kind != "parquet":
         content = _decode(path.read_bytes(), path.name, encoding)
         if not content.strip():
             raise DataError(f"Data file {path.name!r} is empty.")
-        if kind == "jsonl":
-            columns = _jsonl_columns(content, path.name, text_column, label_column)
-        else:
-            delimiter = "\t" if kind == "tsv" else ","
-            columns = _csv_columns(content, path.name, delimiter, text_column, label_column)
-    texts_raw, labels_raw = columns
+    if label_columns and label_column is not None:
+        texts_raw, flags = _columns(path, kind, content, text_column, label_columns[0])
+        rows = [[_flag(v, path.name, label_columns[0], i) for i, v in enumerate(flags, 1)]]
+        for column in label_columns[1:]:
+            rows.append([_flag(v, path.name, column, i) for i, v in enumerate(_columns(path, kind, content, text_column, column)[1], 1)])
+        texts = [as_text(v, encoding) for v in texts_raw]
+        labels: list = [tuple(sorted(c for c, row in zip(label_columns, col) if row)) for col in zip(*rows)]
+        return Dataset(texts=texts, labels=labels, name=path.name)
+    texts_raw, labels_raw = _columns(path, kind, content, text_column, label_column)
     texts = [as_text(v, encoding) for v in texts_raw]
     if label_column is None:
-        labels: list = [None] * len(texts)
+        labels = [None] * len(texts)
     else:
-        labels = _normalize_labels(labels_raw, path.name, label_column)
+        labels = _normalize_labels(labels_raw, path.name, label_column, label_separator)
     return Dataset(texts=texts, labels=labels, name=path.name)
+
+
+def _columns(path: Path, kind: str, content: str | None, text_column: str, label_column: str | None) -> tuple[list, list]:
+    """The raw text and label columns of a table file."""
+    if kind == "parquet":
+        return _parquet_columns(path, text_column, label_column)
+    assert content is not None  # decoded by the caller
+    if kind == "jsonl":
+        return _jsonl_columns(content, path.name, text_column, label_column)
+    return _csv_columns(content, path.name, "\t" if kind == "tsv" else ",", text_column, label_column)
+
+
+_ON, _OFF = {"1", "true", "yes", "1.0"}, {"0", "false", "no", "0.0", ""}
+
+
+def _flag(value: Any, name: str, column: str, row: int) -> bool:
+    """A 0/1 label-column cell as a bool."""
+    text = str(value).strip().lower() if value is not None and not (isinstance(value, float) and math.isnan(value)) else ""
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise DataError(f"{name}: label column {column!r} must hold 0 or 1; data row {row} holds {value!r}.")
 
 
 def _decode(data: bytes, name: str, encoding: str) -> str:
@@ -644,7 +673,26 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _normalize_labels(raw: list, name: str, column: str) -> list:
+def _label_set(values: Sequence, raw: Any, name: str, column: str, row: int) -> tuple:
+    labels = tuple(sorted({str(v).strip() for v in values if not _is_missing(v)}))
+    if not labels:
+        raise DataError(
+            f"{name}: data row {row} has an empty label set in column {column!r} ({raw!r}); "
+            f"give every text at least one label (a label such as 'none' for texts with none)."
+        )
+    return labels
+
+
+def _normalize_labels(raw: list, name: str, column: str, separator: str | None = None) -> list:
+    lists = [row for row, value in enumerate(raw, start=1) if isinstance(value, (list, tuple))]
+    if lists:
+        single = next((row for row, value in enumerate(raw, start=1) if not isinstance(value, (list, tuple))), None)
+        if single is not None:
+            raise DataError(
+                f"{name}: column {column!r} mixes label lists (data row {lists[0]}) and single labels "
+                f'(data row {single}: {raw[single - 1]!r}); give every row a list, e.g. ["sport"].'
+            )
+        return [_label_set(value, value, name, column, row) for row, value in enumerate(raw, start=1)]
     missing = [row for row, value in enumerate(raw, start=1) if _is_missing(value)]
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
@@ -652,6 +700,8 @@ def _normalize_labels(raw: list, name: str, column: str) -> list:
             f"{name}: {len(missing)} of {len(raw)} rows have no label in column {column!r} "
             f"(data rows {shown}; 1-based, header not counted)."
         )
+    if separator is not None:
+        return [_label_set(str(value).split(separator), value, name, column, row) for row, value in enumerate(raw, start=1)]
     as_ints = [_as_int(value) for value in raw]
     if all(value is not None for value in as_ints):
         return as_ints
@@ -668,13 +718,15 @@ def load_data(
     label_column: str | None = "label",
     imdb_path: str | os.PathLike | None = None,
     encoding: str = "utf-8",
+    label_separator: str | None = None,
+    label_columns: Sequence[str] | None = None,
 ) -> Dataset:
     """``"imdb"``/``"imdb:<split>"`` loads IMDB; anything else is a path for :func:`read_table`."""
     text = os.fspath(spec)
     if isinstance(text, str) and (text.lower() == "imdb" or text.lower().startswith("imdb:")):
         split = text.partition(":")[2] or "train"
         return load_imdb(split.lower(), path=imdb_path)
-    return read_table(spec, text_column, label_column, encoding=encoding)
+    return read_table(spec, text_column, label_column, encoding=encoding, label_separator=label_separator, label_columns=label_columns)
 
 
 # ------------------------------------------------------------------------------------- subsets

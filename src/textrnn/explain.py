@@ -70,7 +70,8 @@ def explain(clf: Any, text: str) -> dict:
     if len(ids):
         batch[np.arange(1, len(ids) + 1), np.arange(len(ids))] = UNK_ID
     lengths = np.full(len(batch), len(ids), dtype=np.int64)
-    proba = probabilities(_batched_logits(clf, batch, lengths))  # (1+n, K)
+    multilabel = getattr(clf, "multilabel_", False)
+    proba = probabilities(_batched_logits(clf, batch, lengths), multilabel)  # (1+n, K); multi-label: the most probable label's
     k = int(proba[0].argmax())
     drops = proba[0, k] - proba[1:, k]  # (n,)
     scores = [0.0] * len(tokens)
@@ -87,6 +88,7 @@ def explain(clf: Any, text: str) -> dict:
         "probability": float(proba[0, k]),
         "probabilities": {str(c): float(p) for c, p in zip(clf.classes_, proba[0])},
         "truncated": len(kept) < len(tokens),
+        **({"labels": clf.labels_from(proba[:1])[0]} if multilabel else {}),  # every label over its threshold
     }
 
 

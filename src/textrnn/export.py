@@ -30,10 +30,10 @@ from . import __version__
 from .batching import inference_batches, lengths_of, pad_batch
 from .classifier import TextClassifier
 from .errors import ArtifactError, TextRNNError
-from .evaluation import probabilities
+from .evaluation import checked_thresholds, predicted_labels, probabilities
 from .inference import predict_logits
 from .io import MODEL, atomic_path, read_folder
-from .models import BagOfEmbeddings, Ensemble, RNNClassifier
+from .models import BagOfEmbeddings, Ensemble, RNNClassifier, output_size
 from .text import Tokenizer, encode_texts
 
 log = logging.getLogger("textrnn")
@@ -163,6 +163,8 @@ class OnnxClassifier:
         self.meta_, self.classes_, self.config_, self.vocab_ = art.meta, art.classes, art.config, art.vocab
         self.tokenizer_ = Tokenizer.from_config(self.config_.text)
         self.history_ = self.meta_.get("history", [])
+        self.multilabel_ = self.config_.data.task == "multilabel"
+        self.thresholds_ = checked_thresholds(self.meta_.get("thresholds"), len(self.classes_), model_dir) if self.multilabel_ else None
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
@@ -199,13 +201,16 @@ class OnnxClassifier:
         if isinstance(texts, str):
             raise TextRNNError("texts must be a list of strings, not a single string.")
         seqs = self.encode(["" if t is None else str(t) for t in texts])
-        out = np.empty((len(seqs), 1 if len(self.classes_) == 2 else len(self.classes_)), dtype=np.float32)
+        out = np.empty((len(seqs), output_size(len(self.classes_), self.multilabel_)), dtype=np.float32)
         for idx in inference_batches(lengths_of(seqs), batch_size):  # longest first: little padding
             out[idx] = self.forward_ids(*pad_batch([seqs[i] for i in idx]))
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 512) -> np.ndarray:
-        return probabilities(self.decision_function(texts, batch_size))
+        return probabilities(self.decision_function(texts, batch_size), self.multilabel_)
+
+    def labels_from(self, proba: np.ndarray) -> list:
+        return predicted_labels(proba, self.classes_, self.thresholds_)
 
     def predict(self, texts: Sequence[str], batch_size: int = 512) -> list:
-        return [self.classes_[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+        return self.labels_from(self.predict_proba(texts, batch_size))

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from . import fastrnn
 from .batching import collate, inference_batches, lengths_of
-from .models import loss_fn, members, num_outputs, predicted_class
+from .models import correct_count, loss_fn, members, num_outputs
 from .progress import track
 from .runtime import autocast, denormals_flushed, device_of, inference_dtype, worker_pool
 
@@ -72,5 +72,5 @@ def evaluate_loss(
     t = torch.from_numpy(targets)
     lg = torch.from_numpy(logits)
     loss = float(loss_fn(lg, t)) if len(targets) else float("nan")
-    acc = float((predicted_class(lg) == t).float().mean()) if len(targets) else float("nan")
+    acc = correct_count(lg, t) / len(targets) if len(targets) else float("nan")
     return loss, acc, logits

@@ -31,14 +31,20 @@ _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 _RUN: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 
 
-def output_size(num_classes: int) -> int:
-    return 1 if num_classes == 2 else num_classes
+def output_size(num_classes: int, multilabel: bool = False) -> int:
+    """One logit for two classes (sigmoid), one per class otherwise (softmax); one per label (a
+    sigmoid each) for multi-label data."""
+    return num_classes if multilabel else 1 if num_classes == 2 else num_classes
 
 
 def loss_fn(
     logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise."""
+    """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise;
+    binary cross-entropy on each label for multi-label targets ((N, C) 0/1 floats)."""
+    if targets.dim() == 2:  # multi-label: one sigmoid per label
+        per = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(1)
+        return per.mean() if reduction == "mean" else per
     if logits.size(1) == 1:
         per = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.to(logits.dtype), reduction="none")
     else:
@@ -50,6 +56,14 @@ def loss_fn(
 
 def predicted_class(logits: torch.Tensor) -> torch.Tensor:
     return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
+
+
+def correct_count(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Texts predicted right; for multi-label targets each text counts the share of its labels
+    predicted right (Keras' binary accuracy), so accuracy = this / texts either way."""
+    if targets.dim() == 2:
+        return float(((logits > 0) == (targets > 0.5)).float().mean(1).sum())
+    return float((predicted_class(logits) == targets).sum())
 
 
 def dropout(x: torch.Tensor, p: float, mask_shape: tuple[int, ...] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -118,7 +132,7 @@ def recurrent_layer(c: ModelConfig) -> nn.RNNBase:
 
 
 class RNNClassifier(nn.Module):
-    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, multilabel: bool = False):
         super().__init__()
         self.config = config
         c = config
@@ -127,7 +141,7 @@ class RNNClassifier(nn.Module):
         self.rnn = recurrent_layer(c)
         directions = 2 if c.bidirectional else 1
         self.dropout = Dropout(c.dropout)
-        self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes))
+        self.head = nn.Linear(c.hidden_size * directions * len(c.poolings), output_size(num_classes, multilabel))
 
     def encode(
         self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
@@ -197,7 +211,7 @@ class BagOfEmbeddings(nn.Module):
     """The order-blind baseline: the same embedding, pooled (mean and/or max, never ``last``),
     then one hidden layer and the output. It sees which words occur, not in what order."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, multilabel: bool = False):
         super().__init__()
         self.config = config
         self.poolings = [p for p in config.poolings if p != "last"] or ["mean"]
@@ -205,7 +219,7 @@ class BagOfEmbeddings(nn.Module):
         self.embedding_dropout = SpatialDropout(config.embedding_dropout)
         self.hidden = nn.Linear(config.embedding_dim * len(self.poolings), config.hidden_size)
         self.dropout = Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size, output_size(num_classes))
+        self.head = nn.Linear(config.hidden_size, output_size(num_classes, multilabel))
 
     def forward(
         self, ids: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator | None = None, embedding_hook: Hook | None = None
@@ -221,11 +235,11 @@ class Ensemble(nn.Module):
     its own loss (the training forward returns their logits stacked, (M, B, C)); a prediction
     averages their logits. Averaging models that err differently is the cheapest accuracy there is."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int):
+    def __init__(self, config: ModelConfig, vocab_size: int, num_classes: int, multilabel: bool = False):
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(
-            RNNClassifier(dataclasses.replace(config, cell=cell, members=1), vocab_size, num_classes) for cell in config.cells
+            RNNClassifier(dataclasses.replace(config, cell=cell, members=1), vocab_size, num_classes, multilabel) for cell in config.cells
         )
 
     def forward(
@@ -248,7 +262,9 @@ def num_outputs(model: nn.Module) -> int:
     return members(model)[0].head.out_features
 
 
-def build_model(config: ModelConfig, vocab_size: int, num_classes: int) -> nn.Module:
+def build_model(config: ModelConfig, vocab_size: int, num_classes: int, multilabel: bool = False) -> nn.Module:
     if config.arch == "mlp":
-        return BagOfEmbeddings(config, vocab_size, num_classes)
-    return Ensemble(config, vocab_size, num_classes) if len(config.cells) > 1 else RNNClassifier(config, vocab_size, num_classes)
+        return BagOfEmbeddings(config, vocab_size, num_classes, multilabel)
+    if len(config.cells) > 1:
+        return Ensemble(config, vocab_size, num_classes, multilabel)
+    return RNNClassifier(config, vocab_size, num_classes, multilabel)

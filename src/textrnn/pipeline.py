@@ -27,11 +27,11 @@ import torch
 
 from . import __version__, distributed, plots, runtime
 from .checkpoint import STATE_FILE
-from .classifier import TextClassifier, _normalize_labels, match_labels
+from .classifier import TextClassifier, _normalize_labels, is_multilabel, label_sets, match_labels
 from .config import Config
 from .datasets import load_data, sample, train_validation_split
 from .errors import ArtifactError, CheckpointError, ConfigError, DataError
-from .evaluation import compute_metrics, format_report
+from .evaluation import format_report
 from .io import write_json, write_text
 from .pretrain import pretrained_encoder, word2vec_vectors
 from .runtime import resolve_device
@@ -67,7 +67,15 @@ def load_split(spec: str | None, config: Config):
     if not spec:
         return None
     d = config.data
-    return load_data(spec, text_column=d.text_column, label_column=d.label_column, imdb_path=d.imdb_path, encoding=d.encoding)
+    return load_data(
+        spec,
+        text_column=d.text_column,
+        label_column=d.label_column,
+        imdb_path=d.imdb_path,
+        encoding=d.encoding,
+        label_separator=d.label_separator,
+        label_columns=d.columns or None,
+    )
 
 
 def prepare_data(config: Config):
@@ -118,7 +126,13 @@ def check_test_labels(train, test) -> None:
     if test is None or test.labels is None or any(l is None for l in test.labels):
         return
     try:
-        match_labels(test.labels, sorted(set(_normalize_labels(train.labels))))
+        if is_multilabel(train.labels):
+            known = set().union(*label_sets(train.labels))
+            unknown = sorted({repr(l) for s in label_sets(test.labels) for l in s if l not in known})
+            if unknown:
+                raise DataError(f"Labels the model was not trained on: {', '.join(unknown[:5])}")
+        else:
+            match_labels(test.labels, sorted(set(_normalize_labels(train.labels))))
     except DataError as e:
         raise DataError(f"{test.name or 'the test data'}: {e} (from the training data)") from None
 
@@ -175,7 +189,7 @@ def _report(clf: TextClassifier, config: Config, train, val, test, ctx) -> tuple
     y_test = proba_test = None
     if test is not None and test.labels is not None:
         y_test, proba_test = clf._targets(test.labels), clf.predict_proba(test.texts)
-        report["test"] = compute_metrics(y_test, proba_test, clf.classes_)
+        report["test"] = clf.metrics(y_test, proba_test)
         report["test_accuracy"] = report["test"]["accuracy"]
     return report, y_test, proba_test
 

@@ -181,7 +181,9 @@ def run_plots(
     if test_metrics and "confusion_matrix" in test_metrics:
         confusion_matrix(test_metrics["confusion_matrix"], test_metrics["classes"], output / "confusion_matrix.png")
         written.append(output / "confusion_matrix.png")
-    if proba is not None and y_true is not None and classes is not None and len(classes) == 2 and len(np.unique(np.asarray(y_true))) == 2:
-        roc_curve(y_true, np.asarray(proba)[:, 1], output / "roc.png", positive=str(classes[1]))
+    y = None if y_true is None else np.asarray(y_true)
+    single = y is not None and y.ndim == 1  # a multi-label run has no one ROC curve
+    if proba is not None and y is not None and single and classes is not None and len(classes) == 2 and len(np.unique(y)) == 2:
+        roc_curve(y, np.asarray(proba)[:, 1], output / "roc.png", positive=str(classes[1]))
         written.append(output / "roc.png")
     return written

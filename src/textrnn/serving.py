@@ -503,10 +503,12 @@ def _add_prediction_routes(app, clf, name: str, batcher: Batcher, max_batch: int
             for i, t in enumerate(body.texts):
                 check_text(t, f"texts[{i}]")
             proba = await batcher.predict(body.texts)
-            return {"model": name, "labels": [labels[i] for i in proba.argmax(axis=1)], "probabilities": [probs(row) for row in proba]}
+            return {"model": name, "labels": clf.labels_from(proba), "probabilities": [probs(row) for row in proba]}
         text = body.text or ""  # a string here (checked above): the same text, typed as one
         check_text(text, "text")
         proba = (await batcher.predict([text]))[0]
+        if clf.multilabel_:  # the labels over their thresholds
+            return {"model": name, "labels": clf.labels_from(proba[None, :])[0], "probabilities": probs(proba)}
         k = int(proba.argmax())
         return {"model": name, "label": labels[k], "probability": float(proba[k]), "probabilities": probs(proba)}
 

@@ -245,8 +245,9 @@ def count_rows(path: Path) -> int | None:
 
 # ------------------------------------------------------------------------------------- writers
 class _JsonlWriter:
-    def __init__(self, path: Path, committed: int, classes: list):
+    def __init__(self, path: Path, committed: int, classes: list, multilabel: bool = False):
         self.path, self.classes = path, [str(c) for c in classes]
+        self.key = "labels" if multilabel else "label"  # a multi-label model: the list of labels over threshold
         mode = "r+b" if path.exists() else "wb"
         self.f = open(path, mode)
         size = self.f.seek(0, os.SEEK_END)
@@ -261,7 +262,7 @@ class _JsonlWriter:
     def write(self, texts: list[str], proba: np.ndarray, labels: list) -> int:
         lines = []
         for text, p, label in zip(texts, proba.tolist(), labels):
-            lines.append(json.dumps({"text": text, "label": label, "probabilities": {c: round(v, 6) for c, v in zip(self.classes, p)}}))
+            lines.append(json.dumps({"text": text, self.key: label, "probabilities": {c: round(v, 6) for c, v in zip(self.classes, p)}}))
         self.f.write(("\n".join(lines) + "\n").encode("utf-8"))
         self.f.flush()
         os.fsync(self.f.fileno())  # on disk before the sidecar says so
@@ -275,7 +276,7 @@ class _JsonlWriter:
 
 
 class _ParquetWriter:
-    def __init__(self, output: Path, chunks_done: int, classes: list):
+    def __init__(self, output: Path, chunks_done: int, classes: list, multilabel: bool = False):
         self.parts, self.classes = parts_path(output), classes
         self.parts.mkdir(parents=True, exist_ok=True)
         for part in self.parts.iterdir():  # chunks written after the last commit, and temp files
@@ -284,10 +285,11 @@ class _ParquetWriter:
                 part.unlink()
         self.next = chunks_done
         label_type = pa.int64() if all(isinstance(c, int) for c in classes) else pa.string()
-        self.schema = pa.schema([("text", pa.string()), ("label", label_type)] + [(f"probability_{c}", pa.float32()) for c in classes])
+        label = ("labels", pa.list_(pa.string())) if multilabel else ("label", label_type)
+        self.schema = pa.schema([("text", pa.string()), label] + [(f"probability_{c}", pa.float32()) for c in classes])
 
     def write(self, texts: list[str], proba: np.ndarray, labels: list) -> int:
-        columns = [pa.array(texts, pa.string()), pa.array(labels, self.schema.field("label").type)]
+        columns = [pa.array(texts, pa.string()), pa.array(labels, self.schema.field(1).type)]
         columns += [pa.array(proba[:, i].astype(np.float32)) for i in range(len(self.classes))]
         table = pa.Table.from_arrays(columns, schema=self.schema)
         with atomic_path(self.parts / f"part-{self.next:06d}.parquet", durable=True) as tmp:
@@ -389,8 +391,7 @@ def _predict_chunks(
     """Predict the input from where ``state`` says, chunk by chunk, committing the sidecar after each."""
     for texts, position in read_chunks(input_path, text_column, chunk_size, state["input_position"]):
         proba = clf.predict_proba(texts, batch_size=batch_size)
-        labels = [clf.classes_[i] for i in proba.argmax(axis=1).tolist()]
-        size = writer.write(texts, proba, labels)
+        size = writer.write(texts, proba, clf.labels_from(proba))
         state.update(
             rows_done=state["rows_done"] + len(texts), chunks_done=state["chunks_done"] + 1, input_position=position, output_bytes=size
         )
@@ -442,9 +443,9 @@ def predict_file(
     if progress and (resumed_from or state["input_done"]):
         log.info("continuing %s from row %s (%s)", output, f"{resumed_from:,}", sidecar.name)
     writer = (
-        _JsonlWriter(output, state["output_bytes"], clf.classes_)
+        _JsonlWriter(output, state["output_bytes"], clf.classes_, clf.multilabel_)
         if kind == "jsonl"
-        else _ParquetWriter(output, state["chunks_done"], clf.classes_)
+        else _ParquetWriter(output, state["chunks_done"], clf.classes_, clf.multilabel_)
     )
     bar = Progress(count_rows(input_path), "predict", " rows", progress, initial=resumed_from, every=10.0, unit_scale=True)
     t0 = time.perf_counter()

@@ -31,9 +31,9 @@ from .adaptive import resolve_train
 from .batching import collate, lengths_of, training_batches
 from .checkpoint import Checkpointer, DeferredInterrupt, data_fingerprint, optimizer_to_files, restore, torch_rng_states
 from .config import RuntimeConfig, TrainConfig, decided, decided_int
-from .errors import CheckpointError, TextRNNError, TrainingInterrupted
+from .errors import CheckpointError, ConfigError, TextRNNError, TrainingInterrupted
 from .inference import evaluate_loss, predict_logits
-from .models import loss_fn, num_outputs, predicted_class
+from .models import correct_count, loss_fn, num_outputs
 from .optim import balanced_weights, is_encoder, make_optimizer, make_schedule, step_in_parts
 from .progress import Progress
 from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads, worker_pool
@@ -92,6 +92,12 @@ def fit(
     return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir, runtime).run(resume)
 
 
+def _targets(y: np.ndarray) -> np.ndarray:
+    """Class indices (N,) as int64; multi-label 0/1 rows (N, C) as float32."""
+    y = np.asarray(y)
+    return y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)
+
+
 def _finite_parameters(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -123,8 +129,10 @@ class Trainer:
         if ctx.rank:  # its own dropout masks on each process; the batch order (numpy, below) is shared
             torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
         self.rng = np.random.default_rng(config.seed)
-        self.train_y = np.asarray(train_y, dtype=np.int64)
+        self.train_y = _targets(train_y)
         outputs = num_outputs(model)
+        if config.class_weight == "balanced" and self.train_y.ndim == 2:
+            raise ConfigError("class_weight='balanced' weighs the classes of single-label data; multi-label data has no such classes.")
         model.to(device)  # in place; nothing moves when it is already there
         weights = balanced_weights(self.train_y, 2 if outputs == 1 else outputs).to(device) if config.class_weight == "balanced" else None
         self.lengths = lengths_of(train_x)
@@ -137,7 +145,7 @@ class Trainer:
         self.patience = decided(config.early_stopping_patience, "train.early_stopping_patience")
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * self.epochs)
         self.frozen = [p for n, p in model.named_parameters() if is_encoder(n) and p.requires_grad] if config.freeze_encoder_epochs else []
-        self.val_x, self.val_y = val_x, (np.asarray(val_y, dtype=np.int64) if val_y is not None else None)
+        self.val_x, self.val_y = val_x, (_targets(val_y) if val_y is not None else None)
         self.has_val = val_x is not None and len(val_x) > 0
         self.targets = torch.from_numpy(self.train_y)
         self.ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
@@ -281,7 +289,7 @@ class Trainer:
         self._apply_gradients(epoch)
         tot, n = self.loop.totals, len(idx)
         tot["loss"] += loss.item() * n
-        tot["correct"] += int((predicted_class(logits.detach()) == y).sum())
+        tot["correct"] += correct_count(logits.detach(), y)
         tot["seen"] += n
         tot["tokens"] += int(lens.sum())
         return stopping
@@ -381,7 +389,7 @@ class Trainer:
             logits = torch.from_numpy(predict_logits(self.model, [val_x[i] for i in idx.tolist()], precision=precision))
             t = torch.from_numpy(val_y[idx])
             loss_sum = float(loss_fn(logits, t, reduction="none").sum())
-            correct = float((predicted_class(logits) == t).sum())
+            correct = correct_count(logits, t)
         loss_sum, correct, n = distributed.all_reduce([loss_sum, correct, len(idx)])
         return loss_sum / n, correct / n
 

@@ -22,7 +22,8 @@
 
   function render(data) {
     const p = data.probability;
-    $("label").textContent = String(data.label);
+    // a multi-label model: every label over its threshold (the explanation is the most probable one's)
+    $("label").textContent = data.labels ? (data.labels.join(", ") || "(no label)") : String(data.label);
     $("legend-label").textContent = String(data.label);
     $("probability").textContent = (100 * p).toFixed(1) + "%";
     $("bar-fill").style.width = (100 * p).toFixed(1) + "%";
@@ -31,7 +32,8 @@
     probs.replaceChildren();
     for (const [label, value] of Object.entries(data.probabilities)) {
       const row = document.createElement("div");
-      row.className = "prob-row" + (label === String(data.label) ? " chosen" : "");
+      const chosen = data.labels ? data.labels.map(String).includes(label) : label === String(data.label);
+      row.className = "prob-row" + (chosen ? " chosen" : "");
       const name = document.createElement("span");
       name.className = "prob-name";
       name.textContent = label;
