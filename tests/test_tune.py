@@ -223,3 +223,24 @@ def test_tune_logs_each_trial_to_mlflow_nested_under_the_study(tmp_path):
     assert "test/accuracy" in by_name["best"].data.metrics and "test/accuracy" not in by_name["trial-0"].data.metrics
     values = {p.step: p.value for p in client.get_metric_history(parent, "trial/val_accuracy")}
     assert values == {int(r["number"]): float(r["value"]) for r in read_trials(out)}
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_resume_continues(tmp_path, monkeypatch, capsys):
+    real_score, calls = tune.score, []
+
+    def score(row, monitor):
+        calls.append(row["epoch"])
+        if len(calls) == 4:  # trial 1's first epoch
+            raise KeyboardInterrupt
+        return real_score(row, monitor)
+
+    monkeypatch.setattr(tune, "score", score)
+    config, out = recipe(tmp_path), tmp_path / "out"
+    assert main(["tune", "--config", str(config), "--trials", "3", "--output", str(out), "--quiet"]) == 130
+    assert "textrnn tune: interrupted" in capsys.readouterr().err
+    assert [r["state"] for r in read_trials(out)] == ["COMPLETE", "FAIL"]
+    assert (out / "best.toml").is_file() and not (out / "best").exists()
+    monkeypatch.setattr(tune, "score", real_score)
+    assert main(["tune", "--config", str(config), "--trials", "3", "--output", str(out), "--resume", "--quiet"]) == 0
+    assert [r["state"] for r in read_trials(out)] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert (out / "best" / "metrics.json").is_file()
