@@ -130,6 +130,22 @@ CASES = {
         lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": "pos"}\n{"text": "b", "label": NaN}\n{"text": "c"}\n')),
         r"2 of 3 rows have no label.*rows 2, 3",
     ),
+    "multilabel-empty-set": (
+        lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": ["x"]}\n{"text": "b", "label": []}\n')),
+        r"d.jsonl: data row 2 has an empty label set in column 'label' \(\[\]\); give every text at least one label",
+    ),
+    "multilabel-list-and-scalar": (
+        lambda t, m: train(t, write(t / "d.jsonl", '{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": "x"}\n')),
+        r"d.jsonl: column 'label' mixes label lists \(data row 1\) and single labels \(data row 2: 'x'\)",
+    ),
+    "label-separator-leaves-nothing": (
+        lambda t, m: train(t, write(t / "d.csv", 'text,label\na,x|y\nb,"|"\n'), "--label-separator", "|"),
+        r"d.csv: data row 2 has an empty label set in column 'label' \('\|'\)",
+    ),
+    "label-columns-not-0-or-1": (
+        lambda t, m: train(t, write(t / "d.csv", "text,x,y\na,1,0\nb,0,maybe\n"), "--label-columns", "x,y"),
+        r"d.csv: label column 'y' must hold 0 or 1; data row 2 holds 'maybe'",
+    ),
     "single-class": (
         lambda t, m: train(t, write(t / "d.csv", "text,label\na,pos\nb,pos\nc,pos\n")),
         r"at least two classes. Received only: \['pos'\]",
