@@ -77,7 +77,8 @@ def check_loads_or_data_error(path, label_column="label", encoding="utf-8", text
     assert all(isinstance(t, str) for t in data.texts)
     if label_column is not None:
         assert all(l is not None for l in data.labels)
-        assert all(isinstance(l, int) for l in data.labels) or all(isinstance(l, str) for l in data.labels)
+        sets = all(isinstance(l, tuple) and l and all(isinstance(x, str) for x in l) for l in data.labels)  # multi-label
+        assert all(isinstance(l, int) for l in data.labels) or all(isinstance(l, str) for l in data.labels) or sets
     return data
 
 
