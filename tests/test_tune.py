@@ -244,3 +244,14 @@ def test_ctrl_c_keeps_the_finished_trials_and_resume_continues(tmp_path, monkeyp
     assert main(["tune", "--config", str(config), "--trials", "3", "--output", str(out), "--resume", "--quiet"]) == 0
     assert [r["state"] for r in read_trials(out)] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert (out / "best" / "metrics.json").is_file()
+
+
+def test_the_shipped_tune_recipe_reads_and_its_space_is_valid():
+    from pathlib import Path
+
+    from textrnn.config import Config
+    from textrnn.tune import read_space
+
+    path = Path(__file__).parents[1] / "configs" / "tune.toml"
+    space = read_space(path, Config.from_toml(path))
+    assert {d.key for d in space} >= {"train.learning_rate", "model.hidden_size"}
