@@ -159,6 +159,9 @@ def test_cli_trains_predicts_streams_and_evaluates_a_multilabel_jsonl(tmp_path, 
     assert pq.read_table(tmp_path / "out.parquet").column("labels").to_pylist() == [["food"], ["music"]]
     assert main(["evaluate", str(run / "model"), "--data", str(test), "--label-column", "tags", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["multilabel"]
+    assert main(["report", str(run), "--output", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "hamming_loss" in page and "roc_auc" in page and "Misclassified test texts" in page
 
 
 def test_server_answers_label_sets(clf, tmp_path):

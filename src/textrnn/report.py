@@ -75,18 +75,21 @@ def _metrics_tables(metrics: dict) -> str:
     splits = [s for s in ("validation", "test") if isinstance(metrics.get(s), dict)]
     if not splits:
         return "<p class='muted'>No validation or test metrics in this run.</p>"
-    keys = ["n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"]
+    multilabel = any(metrics[s].get("multilabel") for s in splits)
+    keys = (
+        ["n", "loss", "accuracy", "hamming_loss", "f1_micro", "f1_macro"]
+        if multilabel
+        else ["n", "loss", "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc"]
+    )
     rows = "".join(f"<tr><th>{s}</th>" + "".join(f"<td>{_fmt(metrics[s].get(k))}</td>" for k in keys) + "</tr>" for s in splits)
     out = [f"<table><tr><th></th>{''.join(f'<th>{k}</th>' for k in keys)}</tr>{rows}</table>"]
     m = metrics[splits[-1]]
     classes = m.get("classes", [])
     if classes:
-        head = "<tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>"
+        per = ("precision", "recall", "f1", "roc_auc", "support") if multilabel else ("precision", "recall", "f1", "support")
+        head = f"<tr><th>{'label' if multilabel else 'class'}</th>" + "".join(f"<th>{k}</th>" for k in per) + "</tr>"
         body = "".join(
-            f"<tr><th>{html.escape(str(c))}</th>"
-            + "".join(f"<td>{_fmt(m.get(f'{k}_{c}'))}</td>" for k in ("precision", "recall", "f1", "support"))
-            + "</tr>"
-            for c in classes
+            f"<tr><th>{html.escape(str(c))}</th>" + "".join(f"<td>{_fmt(m.get(f'{k}_{c}'))}</td>" for k in per) + "</tr>" for c in classes
         )
         out.append(f"<h3>Per class ({splits[-1]})</h3><table>{head}{body}</table>")
     cm = m.get("confusion_matrix")
@@ -132,7 +135,10 @@ def _misclassified(run: Path, config, n: int, seed: int, progress: bool) -> tupl
     log.info("report: predicting %d test texts", len(test.texts))
     y = clf._targets(test.labels)
     proba = clf.predict_proba(test.texts)
-    wrong = np.flatnonzero(proba.argmax(axis=1) != y)
+    if clf.multilabel_:  # a text is misclassified when its predicted label set is not its own
+        wrong = np.flatnonzero(((proba >= np.asarray(clf.thresholds_)) != (y > 0.5)).any(axis=1))
+    else:
+        wrong = np.flatnonzero(proba.argmax(axis=1) != y)
     computed = {"y": y, "proba": proba, "classes": clf.classes_}
     if not len(wrong):
         return "<p>No test text is misclassified.</p>", computed
@@ -145,9 +151,14 @@ def _misclassified(run: Path, config, n: int, seed: int, progress: bool) -> tupl
     ]
     for i in picked:
         explained = explain(clf, test.texts[i])
+        if clf.multilabel_:
+            true = ", ".join(str(c) for c, on in zip(clf.classes_, y[i]) if on) or "(none)"
+            said = ", ".join(map(str, explained["labels"])) or "(none)"
+        else:
+            true, said = str(clf.classes_[y[i]]), str(explained["label"])
         parts.append(
-            f"<div class='example'><div class='meta'>test text #{i} &middot; true <b>{html.escape(str(clf.classes_[y[i]]))}</b>"
-            f" &middot; predicted <b class='wrong'>{html.escape(str(explained['label']))}</b> "
+            f"<div class='example'><div class='meta'>test text #{i} &middot; true <b>{html.escape(true)}</b>"
+            f" &middot; predicted <b class='wrong'>{html.escape(said)}</b> "
             f"({explained['probability']:.3f})</div>{highlight(explained)}</div>"
         )
     return "\n".join(parts), computed
