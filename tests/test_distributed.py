@@ -241,3 +241,16 @@ def test_batches_trained_at_one_step_have_similar_lengths_and_one_process_is_unc
     gap = np.mean([abs(int(lengths[x].min()) - int(lengths[y].min())) for x, y in zip(*shares)])
     random_gap = np.mean([abs(int(lengths[x].min()) - int(lengths[y].min())) for x, y in zip(b[::2], b[1::2])])
     assert gap < random_gap / 5  # the two batches of a step cost about the same
+
+
+def test_virtual_adversarial_and_adversarial_training_run_under_two_processes(runs):
+    """Several passes a step, only the last through DDP's wrapper: the gradients still all-reduce."""
+    d, data, _ = runs
+    extra = ["--set", "train.vat=1.0", "--set", "train.adversarial=1.0", "--set", "train.batch_size=16"]
+    done = subprocess.run(
+        torchrun(["train", *data, "-o", str(d / "vat"), *FLAGS, *extra]), env=env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, failure(done.stderr)
+    metrics = json.loads((d / "vat" / "metrics.json").read_text())
+    assert metrics["distributed"]["world_size"] == 2 and metrics["test_accuracy"] > 0.85
+    assert metrics["config"]["train"]["vat"] == 1.0

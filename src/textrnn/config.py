@@ -230,6 +230,11 @@ class TrainConfig:
     # trains on the embedded texts pushed by this L2 norm (per text) in the direction that raises
     # the loss most. 0 = off. It costs about two steps' time (cpu-notes in benchmarks/results/).
     adversarial: float = 0.0
+    # Virtual adversarial training (Miyato, Dai & Goodfellow 2017): each step also minimises the KL
+    # between the prediction on the embedded texts and on them pushed by this L2 norm (per text) in
+    # the direction that changes the prediction most (one power iteration); needs no labels. 0 = off.
+    # About three steps' time.
+    vat: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -241,7 +246,7 @@ class TrainConfig:
         if self.class_weight not in (None, "balanced"):
             raise expected_one_of("class_weight", self.class_weight, ("balanced",))
         _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm")
-        _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", "adversarial", allow_zero=True)
+        _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", "adversarial", "vat", allow_zero=True)
         _positive(self, "encoder_lr_multiplier")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")

@@ -54,6 +54,21 @@ def loss_fn(
     return per.mean() if reduction == "mean" else per
 
 
+def kl_divergence(target: torch.Tensor, logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Mean over texts of KL(p_target || p_logits), the distributions the logits stand for: one
+    sigmoid (one logit), a softmax (several), or a sigmoid per label (``multilabel``, summed over
+    the labels). An ensemble's (M, B, C) logits: each member against its own target, averaged."""
+    if logits.dim() == 3:  # an ensemble's members, each against its own target (or the one given)
+        target = target.expand_as(logits) if target.dim() == 2 else target
+        return torch.stack([kl_divergence(t, lg, multilabel) for t, lg in zip(target, logits)]).mean()
+    if multilabel or logits.size(1) == 1:
+        p = torch.sigmoid(target)
+        per = p * (F.logsigmoid(target) - F.logsigmoid(logits)) + (1 - p) * (F.logsigmoid(-target) - F.logsigmoid(-logits))
+        return per.sum(1).mean()
+    log_t = F.log_softmax(target, dim=1)
+    return (log_t.exp() * (log_t - F.log_softmax(logits, dim=1))).sum(1).mean()
+
+
 def predicted_class(logits: torch.Tensor) -> torch.Tensor:
     return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
 

@@ -152,7 +152,7 @@ class Trainer:
         self.fingerprint = data_fingerprint(train_x, self.train_y, val_x, val_y) if self.ckpt else None
         self.loop = Loop()
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial)
+        self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial, config.vat)
 
     # ------------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> list[dict]:
