@@ -4,7 +4,7 @@ The defaults were first chosen on IMDB (25,000 reviews of ~230 words), where 3 e
 twice and 400 tokens serve. On a few thousand sentences of ten words the same numbers stop
 training after a few hundred steps while validation accuracy still rises. So a setting left at
 ``"auto"`` follows what can be seen before training (the number of texts, their lengths, the
-vocabulary's growth); a setting given explicitly always wins. The rules and the measurements
+number of tokens); a setting given explicitly always wins. The rules and the measurements
 behind them are in docs/defaults.md (benchmarks/defaults.py, benchmarks/results/defaults-*.json).
 
 Every decision is logged in one block before training and written into the trained model's config
@@ -13,7 +13,6 @@ Every decision is logged in one block before training and written into the train
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,8 +20,6 @@ from typing import Any
 import numpy as np
 
 from .config import AUTO, Config, decided_int
-
-log = logging.getLogger("textrnn")
 
 # One onecycle schedule of about this many optimizer steps: ~3 epochs of IMDB at batch 64, ~10
 # of a 9,000-sentence set; early stopping (restoring the best epoch) ends a run sooner.
@@ -36,7 +33,7 @@ MIN_LENGTH, MAX_LENGTH = 8, 400
 
 # Three models averaged where training is cheap: 1,000 texts or more (below, validation is too
 # small to tell), at most ENSEMBLE_TOKEN_PASSES tokens over all epochs (the sentence sets, not
-# IMDB's 13 million, where one model keeps the default's time). They train side by side for ~1.7x
+# IMDB's 18 million, where one model keeps the default's time). They train side by side for ~1.7x
 # one model's time, and cut validation error on every small set measured (docs/defaults.md).
 ENSEMBLE_MEMBERS = 3
 ENSEMBLE_MIN_TEXTS = 1_000
