@@ -265,3 +265,15 @@ def test_bfloat16_training_on_a_cpu_without_it_is_one_line(run, tmp_path, capsys
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith("textrnn train: error: runtime.precision='bfloat16' needs native bfloat16, but this CPU")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_validation_file_replaces_the_split(tmp_path):
+    texts, labels = tiny_sentiment(20)
+    train = write_csv(tmp_path / "train.csv", texts, labels)
+    dev = write_csv(tmp_path / "dev.csv", texts[:6], labels[:6])
+    args = ["train", "--train", str(train), "--validation", str(dev), "--text-column", "review", "--label-column", "stars"]
+    assert main([*args, "--output", str(tmp_path / "run"), *TINY]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"] == {"train": len(texts), "validation": 6, "test": 0}  # every training text trained
+    assert metrics["config"]["data"]["validation"] == str(dev.resolve()) or metrics["config"]["data"]["validation"] == str(dev)
+    assert "val_accuracy" in metrics["history"][0]

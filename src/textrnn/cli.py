@@ -50,6 +50,7 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
             help="training data: imdb, imdb:train, or a .csv/.tsv/.jsonl/.parquet file or a folder of class folders",
         )
         p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
+        p.add_argument("--validation", metavar="PATH", help="labelled data that picks the best epoch, instead of a split of --train")
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
     p.add_argument("--label-separator", metavar="SEP", help="several labels in one CSV/TSV cell, split on SEP, e.g. '|' (multi-label)")
@@ -309,6 +310,7 @@ def _resolve_config(args) -> "Config":
     for flag, key in (
         ("text_column", "data.text_column"),
         ("label_column", "data.label_column"),
+        ("validation", "data.validation"),
         ("label_separator", "data.label_separator"),
         ("label_columns", "data.label_columns"),
         ("encoding", "data.encoding"),
@@ -330,8 +332,11 @@ def _cmd_train(args) -> int:
                 ("--set", args.overrides),
                 ("--train", args.train),
                 ("--test", args.test),
+                ("--validation", args.validation),
                 ("--text-column", args.text_column),
                 ("--label-column", args.label_column),
+                ("--label-separator", args.label_separator),
+                ("--label-columns", args.label_columns),
                 ("--encoding", args.encoding),
                 ("--imdb-path", args.imdb_path),
                 ("--limit", args.limit),

@@ -85,6 +85,7 @@ class DataConfig:
     imdb_path: str | None = None  # else $TEXTRNN_IMDB, else the cache, else download
     limit: int | None = None  # train on a seeded sample of this many rows (quick runs)
     validation_split: float = 0.1
+    validation: str | None = None  # a labelled file (e.g. a set's dev file) instead of the split
     cache_tokens: bool = True  # cache tokenized corpora of 1,000+ texts (the slow part of preparation)
     # One label per text ("binary", "multiclass") or a set of labels ("multilabel"); "auto": a set
     # when the labels are lists (JSONL/Parquet), split by label_separator, or from label_columns.

@@ -84,7 +84,9 @@ def prepare_data(config: Config):
     if config.data.limit and config.data.limit < len(train.texts):
         train = sample(train, config.data.limit, config.train.seed)
     val = None
-    if config.data.validation_split:
+    if config.data.validation:  # a dev file of its own: every training text trains
+        val = load_split(config.data.validation, config)
+    elif config.data.validation_split:
         train, val = train_validation_split(train.texts, train.labels, config.data.validation_split, config.train.seed)
     test = load_split(config.data.test, config)
     return train, val, test
@@ -110,10 +112,10 @@ def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> P
 def portable_config(config: Config) -> Config:
     """``config`` with relative data and embedding paths made absolute (IMDB specs untouched)."""
     sets = {}
-    for key in ("data.train", "data.test", "data.imdb_path", "model.pretrained_embeddings", "pretrain.encoder"):
+    for key in ("data.train", "data.test", "data.validation", "data.imdb_path", "model.pretrained_embeddings", "pretrain.encoder"):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
-        if not value or (name in ("train", "test") and value.lower().split(":")[0] == "imdb"):
+        if not value or (name in ("train", "test", "validation") and value.lower().split(":")[0] == "imdb"):
             continue
         path = Path(value).expanduser()
         if not path.is_absolute() and path.exists():
