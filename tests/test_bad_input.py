@@ -252,6 +252,11 @@ CASES = {
         r"checkpoint_every must be greater than 0. Received: checkpoint_every=0",
     ),
     "limit-zero": (lambda t, m: train(t, good_csv(t / "d.csv"), "--limit", "0"), r"limit must be greater than 0. Received: limit=0"),
+    "unlabelled-without-vat": (
+        lambda t, m: train(t, good_csv(t / "d.csv"), "--unlabelled", "imdb:unsup"),
+        r"data.unlabelled feeds train.vat and train.entropy_min; set one. Received: data.unlabelled=\['imdb:unsup'\] with "
+        r"train.vat=0.0 and train.entropy_min=0.0",
+    ),
     # command-line arguments
     "unknown-command": (lambda t, m: ["trian"], r"invalid choice: 'trian'"),
     "unknown-flag": (lambda t, m: ["train", "--epochs", "3"], r"unrecognized arguments: --epochs 3"),

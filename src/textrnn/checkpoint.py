@@ -50,10 +50,12 @@ _TENSORS_FILE = re.compile(r"tensors-\d{6,}\.safetensors")
 RUNTIME_KEYS = ("precision", "micro_batch_tokens")
 
 
-def data_fingerprint(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x=None, val_y=None) -> str:
-    """A digest of the encoded training and validation data: resuming on other data is refused."""
+def data_fingerprint(train_x: Sequence[np.ndarray], train_y: np.ndarray, val_x=None, val_y=None, unlabelled_x=None) -> str:
+    """A digest of the encoded training, validation and unlabelled data: resuming on other data is
+    refused. Without unlabelled texts the digest is what it was before they existed."""
     h = hashlib.blake2b(digest_size=16)
-    for seqs, ys in ((train_x, train_y), (val_x or [], val_y if val_y is not None else [])):
+    sets = [(train_x, train_y), (val_x or [], val_y if val_y is not None else [])]
+    for seqs, ys in sets + ([(unlabelled_x, [])] if unlabelled_x is not None else []):
         h.update(lengths_of(seqs).tobytes())
         if len(seqs):
             h.update(np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]).tobytes())

@@ -22,15 +22,15 @@ import numpy as np
 import torch
 
 from . import __version__, adaptive, distributed
-from .config import FLAT_KEYS, Config
-from .datasets import train_validation_split
+from .config import FLAT_KEYS, Config, unlabelled_unused
+from .datasets import drop_copies, load_unlabelled, train_validation_split
 from .embeddings import load_pretrained
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, did_you_mean
 from .evaluation import best_thresholds, checked_thresholds, compute_metrics, multilabel_metrics, predicted_labels, probabilities
 from .inference import predict_logits
 from .io import MODEL, atomic_folder, cache_dir, read_folder, save_tensors
 from .models import RNNClassifier, build_model, members
-from .pretrain import load_encoder
+from .pretrain import Encoder, load_encoder
 from .runtime import resolve_device
 from .text import TokenizedCorpus, Tokenizer, encode_texts, tokenize_cached
 from .trainer import fit as fit_model
@@ -124,6 +124,31 @@ def _hold_out(texts: list[str], labels: list, split: float | str | None, config:
     return train.texts, train.labels, (val.texts, val.labels)
 
 
+def _unlabelled_pool(config: Config, unlabelled, held_out: Sequence[str], validation_data: tuple | None) -> list[str] | None:
+    """The texts without labels that train beside the labelled ones: ``unlabelled``, else those of
+    ``data.unlabelled``; less any identical to a validation text or one of ``held_out`` (the test
+    texts), which one log line counts. None when there are none to look at."""
+    train = config.train
+    if unlabelled is None:
+        unlabelled = load_unlabelled(config.data)
+        if unlabelled is None:
+            return None
+    else:
+        unlabelled = _check_texts(unlabelled, "unlabelled")
+        if not (train.vat or train.entropy_min):
+            raise unlabelled_unused(train, f"unlabelled={len(unlabelled)} texts")
+    validation = _check_texts(validation_data[0], "validation texts") if validation_data is not None else []
+    pool, dropped = drop_copies(unlabelled, validation, _check_texts(held_out, "held_out"))
+    (log.info if pool else log.warning)(
+        "unlabelled: %d of %d texts train beside the labelled ones (vat, entropy_min); %d identical to a validation or test text dropped%s",
+        len(pool),
+        len(unlabelled),
+        dropped,
+        "" if pool else ": none to train on",
+    )
+    return pool
+
+
 class TextClassifier:
     """A recurrent text classifier.
 
@@ -157,6 +182,8 @@ class TextClassifier:
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
         on_epoch_end=None,
+        unlabelled: Sequence[str] | None = None,
+        held_out: Sequence[str] = (),
     ) -> "TextClassifier":
         """Train on ``texts`` and ``labels``. With ``checkpoint_dir``, checkpoints are written there
         (every ``runtime.checkpoint_every`` steps and at each epoch end) and ``resume=True`` continues
@@ -165,7 +192,12 @@ class TextClassifier:
 
         Without ``validation_data``, ``validation_split="auto"`` holds out ``data.validation_split``
         (10%, stratified, seeded) of 500 texts or more to pick the best epoch and stop early, as
-        ``textrnn train`` does; ``validation_split=0`` trains on every text."""
+        ``textrnn train`` does; ``validation_split=0`` trains on every text.
+
+        ``unlabelled``: texts without labels (default: those of ``data.unlabelled``) that train
+        beside the labelled ones through ``train.vat`` and ``train.entropy_min``, encoded with the
+        training vocabulary; any identical to a validation text or to one of ``held_out`` (say, the
+        test texts) is dropped."""
         config = self._resolved_config()
         texts = _check_texts(texts)
         labels, classes, config = self._set_classes(list(labels), config)
@@ -174,6 +206,7 @@ class TextClassifier:
         if validation_data is None:
             texts, labels, validation_data = _hold_out(texts, labels, validation_split, config)
         self.config_ = config
+        pool = _unlabelled_pool(config, unlabelled, held_out, validation_data)
         self.tokenizer_ = Tokenizer.from_config(config.text)
         encoder = None
         if config.pretrain.encoder:  # read first: a bad folder fails before any work
@@ -194,6 +227,7 @@ class TextClassifier:
             corpus = self._tokenize(texts)
         train_x = corpus.encode(self.vocab_, t.length, t.truncating, t.head_fraction)
         train_y = self._targets(labels)
+        unlabelled_x = self._encode_many(pool) if pool else None
         val_x = val_y = None
         if validation_data is not None:
             val_texts, val_labels = validation_data
@@ -203,12 +237,7 @@ class TextClassifier:
         self.model_ = build_model(config.model, len(self.vocab_), len(classes), self.multilabel_)
         self.embedding_coverage_ = self._load_pretrained(config)
         if encoder is not None:
-            encoder.load_into(self.model_, self.tokenizer_)
-            assert isinstance(self.model_, RNNClassifier)  # load_into refuses any other model
-            self.model_.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
-            log.info(
-                "pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(), encoder.path, len(self.vocab_)
-            )
+            self._start_from(encoder, config)
         self.history_ = fit_model(
             self.model_,
             train_x,
@@ -221,11 +250,19 @@ class TextClassifier:
             resume=resume,
             on_epoch_end=on_epoch_end,
             runtime=config.runtime,
+            unlabelled_x=unlabelled_x,
         )
         self.model_.eval()
         if self.multilabel_:  # each label's threshold: the best F1 on validation, else 0.5
             self.thresholds_ = [0.5] * len(classes) if val_x is None or val_y is None else best_thresholds(val_y, self._proba(val_x))
         return self
+
+    def _start_from(self, encoder: Encoder, config: Config) -> None:
+        """The model's embedding and recurrent layer from a pretrained encoder."""
+        encoder.load_into(self.model_, self.tokenizer_)
+        assert isinstance(self.model_, RNNClassifier)  # load_into refuses any other model
+        self.model_.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
+        log.info("pretrained encoder: embedding and %s from %s (vocabulary %d)", config.model.cell.upper(), encoder.path, len(self.vocab_))
 
     def _set_classes(self, labels: list, config: Config) -> tuple[list, list, Config]:
         """The labels normalized, the classes (and the index, multilabel_), ``data.task`` decided."""

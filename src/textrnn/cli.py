@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifier import TextClassifier
-from .config import Config, TextConfig
+from .config import Config, TextConfig, parse_assignments
 from .datasets import load_data, read_table, sample
 from .distributed import shutdown
 from .embeddings import train_word2vec
@@ -51,6 +51,12 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
         )
         p.add_argument("--test", metavar="PATH", help="held-out data for the final report (default with IMDB: imdb:test); 'none' to skip")
         p.add_argument("--validation", metavar="PATH", help="labelled data that picks the best epoch, instead of a split of --train")
+        p.add_argument(
+            "--unlabelled",
+            action="append",
+            metavar="SOURCE",
+            help="texts without labels for train.vat and train.entropy_min: imdb:unsup, or a data file (its text column; repeatable)",
+        )
     p.add_argument("--text-column", metavar="NAME", help="column holding the text (default: text)")
     p.add_argument("--label-column", metavar="NAME", help="column holding the label (default: label)")
     p.add_argument("--label-separator", metavar="SEP", help="several labels in one CSV/TSV cell, split on SEP, e.g. '|' (multi-label)")
@@ -316,11 +322,13 @@ def _resolve_config(args) -> "Config":
         ("encoding", "data.encoding"),
         ("imdb_path", "data.imdb_path"),
         ("limit", "data.limit"),
+        ("unlabelled", "data.unlabelled"),
     ):
         if getattr(args, flag, None) is not None:
             sets[key] = getattr(args, flag)
-    config = config.override(sets) if sets else config
-    return config.override(args.overrides) if args.overrides else config
+    # in one override: --unlabelled is checked with the --set train.vat that it needs
+    sets.update(parse_assignments(args.overrides))
+    return config.override(sets) if sets else config
 
 
 def _cmd_train(args) -> int:
@@ -333,6 +341,7 @@ def _cmd_train(args) -> int:
                 ("--train", args.train),
                 ("--test", args.test),
                 ("--validation", args.validation),
+                ("--unlabelled", args.unlabelled),
                 ("--text-column", args.text_column),
                 ("--label-column", args.label_column),
                 ("--label-separator", args.label_separator),

@@ -92,9 +92,21 @@ class DataConfig:
     task: str = AUTO
     label_separator: str | None = None  # a CSV/TSV label cell holding several labels, e.g. "|"
     label_columns: str | None = None  # "a,b,c": several 0/1 columns, one per label (multi-label)
+    # Texts without labels that train beside the labelled ones through train.vat and
+    # train.entropy_min: "imdb:unsup" (IMDB's 50,000 unlabelled reviews) or data files (their text
+    # column; any labels ignored), one or a list. Encoded with the training vocabulary; any text
+    # identical to a validation or test text is dropped. None: none.
+    unlabelled: list[str] | str | None = None
 
     def __post_init__(self) -> None:
         _positive(self, "limit")
+        if isinstance(self.unlabelled, str):
+            self.unlabelled = [self.unlabelled]
+        if self.unlabelled is not None and (
+            not isinstance(self.unlabelled, list) or not all(isinstance(s, str) and s.strip() for s in self.unlabelled)
+        ):
+            raise ConfigError(f"unlabelled must be a data source or a list of them. Received: unlabelled={self.unlabelled!r}")
+        self.unlabelled = list(self.unlabelled) if self.unlabelled else None  # a copy; an empty list: none
         _fraction(self, "validation_split", low_open=False)
         if self.task not in TASKS:
             raise expected_one_of("task", self.task, TASKS)
@@ -234,8 +246,12 @@ class TrainConfig:
     # Virtual adversarial training (Miyato, Dai & Goodfellow 2017): each step also minimises the KL
     # between the prediction on the embedded texts and on them pushed by this L2 norm (per text) in
     # the direction that changes the prediction most (one power iteration); needs no labels. 0 = off.
-    # About three steps' time.
+    # About three steps' time. With data.unlabelled, also on as many texts without labels a step.
     vat: float = 0.0
+    # Entropy minimisation (Grandvalet & Bengio 2005; with VAT on text, Sachan et al. 2019): adds
+    # this times the mean entropy of the prediction (each ensemble member's own) on the step's texts
+    # without labels (data.unlabelled), or, when there are none, on its labelled texts. 0 = off.
+    entropy_min: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -248,6 +264,7 @@ class TrainConfig:
             raise expected_one_of("class_weight", self.class_weight, ("balanced",))
         _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm")
         _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", "adversarial", "vat", allow_zero=True)
+        _positive(self, "entropy_min", allow_zero=True)
         _positive(self, "encoder_lr_multiplier")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
@@ -362,6 +379,20 @@ def check_pretrain(model: "ModelConfig", pretrain: PretrainConfig) -> None:
         check_pretrainable(model)
 
 
+def unlabelled_unused(train: TrainConfig, received: str) -> ConfigError:
+    """The error for texts without labels given with nothing to train on them (``received``: what was given)."""
+    return ConfigError(
+        f"data.unlabelled feeds train.vat and train.entropy_min; set one. Received: {received} with "
+        f"train.vat={train.vat!r} and train.entropy_min={train.entropy_min!r}"
+    )
+
+
+def check_unlabelled(data: DataConfig, train: TrainConfig) -> None:
+    """Texts without labels train only through virtual adversarial training or entropy minimisation."""
+    if data.unlabelled and not (train.vat or train.entropy_min):
+        raise unlabelled_unused(train, f"data.unlabelled={data.unlabelled!r}")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -375,6 +406,7 @@ class Config:
 
     def __post_init__(self) -> None:
         check_pretrain(self.model, self.pretrain)
+        check_unlabelled(self.data, self.train)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -468,6 +500,12 @@ for _section, _cls in _SECTION_TYPES.items():
         FLAT_KEYS.setdefault(flat, f"{_section}.{_f.name}")
 for _old, _new in MOVED.items():
     FLAT_KEYS.setdefault(_old.split(".")[1], _new)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``section.key=value`` strings as {dotted key: value parsed as override() parses it}: to apply
+    them in one override with other settings, so that no setting is checked half-applied."""
+    return {key: _parse_value(value) for key, value in map(_split_assignment, assignments)}
 
 
 def _split_assignment(text: str) -> tuple[str, str]:

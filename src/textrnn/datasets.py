@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from .config import DataConfig
 from .errors import DataError, did_you_mean
 from .io import CACHE_ENV, atomic_path, cache_dir
 from .progress import on_terminal
@@ -727,6 +728,38 @@ def load_data(
         split = text.partition(":")[2] or "train"
         return load_imdb(split.lower(), path=imdb_path)
     return read_table(spec, text_column, label_column, encoding=encoding, label_separator=label_separator, label_columns=label_columns)
+
+
+def unlabelled_texts(
+    specs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    text_column: str = "text",
+    imdb_path: str | os.PathLike | None = None,
+    encoding: str = "utf-8",
+) -> list[str]:
+    """The texts of one data spec or several ("imdb:unsup", data files), in order; no label column
+    is read, so any labels are ignored."""
+    specs = [specs] if isinstance(specs, (str, os.PathLike)) else list(specs)
+    return [
+        text
+        for spec in specs
+        for text in load_data(spec, text_column=text_column, label_column=None, imdb_path=imdb_path, encoding=encoding).texts
+    ]
+
+
+def load_unlabelled(data: DataConfig) -> list[str] | None:
+    """The texts of ``data.unlabelled`` (None when it is unset), read as the labelled data are."""
+    if not data.unlabelled:
+        return None
+    return unlabelled_texts(data.unlabelled, text_column=data.text_column, imdb_path=data.imdb_path, encoding=data.encoding)
+
+
+def drop_copies(texts: Sequence[str], *others: Sequence[str]) -> tuple[list[str], int]:
+    """``texts`` less any identical to a text of ``others`` (e.g. the validation and test texts,
+    which unlabelled texts must not copy), in order; and how many were dropped."""
+    seen = set().union(*map(set, others))
+    kept = [t for t in texts if t not in seen]
+    return kept, len(texts) - len(kept)
 
 
 # ------------------------------------------------------------------------------------- subsets

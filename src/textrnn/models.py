@@ -69,6 +69,21 @@ def kl_divergence(target: torch.Tensor, logits: torch.Tensor, multilabel: bool =
     return (log_t.exp() * (log_t - F.log_softmax(logits, dim=1))).sum(1).mean()
 
 
+def entropy(logits: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """Mean over texts of the entropy of the distribution the logits stand for: one sigmoid (one
+    logit), a softmax (several), or a sigmoid per label (``multilabel``: the label set's entropy,
+    the labels' own summed, as kl_divergence sums them). An ensemble's (M, B, C) logits: each
+    member's own, averaged, as each member trains on its own loss. Entropy minimisation (Grandvalet
+    & Bengio 2005) lowers it on texts without labels: confident predictions away from the data."""
+    if logits.dim() == 3:
+        return torch.stack([entropy(member, multilabel) for member in logits]).mean()
+    if multilabel or logits.size(1) == 1:
+        p = torch.sigmoid(logits)
+        return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits)).sum(1).mean()
+    log_p = F.log_softmax(logits, dim=1)
+    return -(log_p.exp() * log_p).sum(1).mean()
+
+
 def predicted_class(logits: torch.Tensor) -> torch.Tensor:
     return (logits.squeeze(1) > 0).long() if logits.size(1) == 1 else logits.argmax(1)
 

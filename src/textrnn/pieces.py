@@ -1,6 +1,8 @@
 """A training batch in pieces: how many, on how many cores, and each piece's loss (plain or
 adversarial) and gradients; the gradients of pieces run side by side are summed in order, so a
-run is the same whichever thread finishes first.
+run is the same whichever thread finishes first. A step's texts without labels (data.unlabelled)
+run as pieces of their own after the labelled ones: they add the virtual adversarial and entropy
+terms, never the supervised loss.
 
 Why pieces: on a CPU a batch of more than ``runtime.micro_batch_tokens`` tokens runs faster in
 pieces whose activations stay in cache, and in bfloat16 the pieces run side by side, one core
@@ -13,14 +15,14 @@ import contextlib
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence, cast
+from typing import Callable, Sequence, cast
 
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .models import kl_divergence, loss_fn, members
+from .models import entropy, kl_divergence, loss_fn, members
 from .runtime import autocast
 
 
@@ -101,10 +103,25 @@ VAT_XI = 0.1
 
 
 @dataclass
+class Unlabelled:
+    """A step's texts without labels: ids (b, T), lengths (b,), and the pieces they run in."""
+
+    ids: torch.Tensor
+    lens: torch.Tensor
+    pieces: Sequence[slice]
+
+
+# A piece of a step as a function of the generator its dropout masks come from: its share of the
+# step's loss, and its logits (None for a piece of texts without labels: they have no accuracy).
+Job = Callable[[torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
 class Step:
     """One batch's loss and gradients: the network to run (the DDP wrapper, or the bare model),
-    the bare model, the arithmetic, the class weights, the adversarial push and the virtual
-    adversarial one (0: none). Under DDP only a step's last forward runs through the wrapper."""
+    the bare model, the arithmetic, the class weights, the adversarial push, the virtual
+    adversarial one (0: none) and the weight of entropy minimisation (0: none). Under DDP only a
+    step's last forward runs through the wrapper."""
 
     net: nn.Module
     model: nn.Module
@@ -113,6 +130,21 @@ class Step:
     weights: torch.Tensor | None
     adversarial: float
     vat: float = 0.0
+    entropy_min: float = 0.0
+
+    def forward(
+        self, ids: torch.Tensor, lens: torch.Tensor, module: nn.Module | None = None, generator: torch.Generator | None = None, hook=None
+    ) -> torch.Tensor:
+        """The logits (b, C), an ensemble's members' (M, b, C), in float32."""
+        with autocast(self.device, self.dtype):
+            return (module or self.net)(ids, lens, generator=generator, embedding_hook=hook).float()
+
+    def supervised(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss of logits (b, C) | (M, b, C), and the prediction (b, C): an ensemble's members
+        each on their own loss, their mean for the accuracy."""
+        if logits.dim() == 3:
+            return torch.stack([loss_fn(member, y, self.weights) for member in logits]).mean(), logits.mean(0)
+        return loss_fn(logits, y, self.weights), logits
 
     def loss(
         self,
@@ -122,19 +154,21 @@ class Step:
         module: nn.Module | None = None,
         generator: torch.Generator | None = None,
         hook=None,
+        entropy_min: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss and the logits (b, C); an ensemble's members each on their own loss."""
-        with autocast(self.device, self.dtype):
-            logits = (module or self.net)(ids, lens, generator=generator, embedding_hook=hook).float()  # (b, C) | (M, b, C)
-        if logits.dim() == 3:  # each member on its own loss; the ensemble's prediction for the accuracy
-            return torch.stack([loss_fn(member, y, self.weights) for member in logits]).mean(), logits.mean(0)
-        return loss_fn(logits, y, self.weights), logits
+        """The loss and the logits (b, C), plus ``entropy_min`` times the mean entropy of the prediction."""
+        logits = self.forward(ids, lens, module, generator, hook)  # (b, C) | (M, b, C)
+        loss, prediction = self.supervised(logits, y)
+        if entropy_min:
+            loss = loss + entropy_min * entropy(logits, y.dim() == 2)
+        return loss, prediction
 
     def adversarial_loss(
-        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, entropy_min: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss on the texts plus the loss on their embeddings moved by ``adversarial`` (L2,
-        per text) along the gradient of the first: Miyato et al.'s adversarial training."""
+        per text) along the gradient of the first: Miyato et al.'s adversarial training. The push
+        follows the supervised loss alone; ``entropy_min`` times the texts' mean entropy is added after."""
         embedded: list[torch.Tensor] = []
 
         def read(x: torch.Tensor) -> torch.Tensor:
@@ -144,10 +178,13 @@ class Step:
             return x
 
         # under DDP the first pass goes through the bare model: one DDP forward a step
-        clean, logits = self.loss(ids, lens, y, self.model, generator, read)
+        raw = self.forward(ids, lens, self.model, generator, read)
+        clean, logits = self.supervised(raw, y)
         pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lens, self.adversarial))
         last = self.model if self.vat else None  # virtual adversarial training's pass comes last
         pushed, _ = self.loss(ids, lens, y, last, generator, lambda x: x + next(pushes).to(x.dtype))
+        if entropy_min:
+            return clean + pushed + entropy_min * entropy(raw, y.dim() == 2), logits
         return clean + pushed, logits
 
     def virtual_adversarial_loss(
@@ -169,48 +206,104 @@ class Step:
         return kl_divergence(target, pushed, multilabel)
 
     def piece(
-        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, rows: slice, batch_rows: int, generator: torch.Generator | None = None
+        self,
+        ids: torch.Tensor,
+        lens: torch.Tensor,
+        y: torch.Tensor,
+        rows: slice,
+        batch_rows: int,
+        generator: torch.Generator | None = None,
+        all_rows: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This piece's share of the batch's mean loss, and its logits (b, C)."""
+        """This piece's share of the batch's mean loss, and its logits (b, C). ``all_rows``: the
+        step's labelled and unlabelled rows, when it has unlabelled ones; the virtual adversarial
+        term is then a mean over all of them, and entropy minimisation is theirs (unlabelled_piece)."""
         ids, lens, y = ids[rows], lens[rows], y[rows]
+        entropy_min = self.entropy_min if all_rows is None else 0.0
         if self.adversarial:
-            part, logits = self.adversarial_loss(ids, lens, y, generator)
+            part, logits = self.adversarial_loss(ids, lens, y, generator, entropy_min)
         else:  # with virtual adversarial training its pass is the step's last, through the DDP wrapper
-            part, logits = self.loss(ids, lens, y, self.model if self.vat else None, generator=generator)
-        if self.vat:  # an ensemble's members each against the ensemble's clean prediction
-            part = part + self.virtual_adversarial_loss(ids, lens, logits, y.dim() == 2, generator)
-        return part * (len(logits) / batch_rows), logits
+            part, logits = self.loss(ids, lens, y, self.model if self.vat else None, generator=generator, entropy_min=entropy_min)
+        if not self.vat:
+            return part * (len(logits) / batch_rows), logits
+        # an ensemble's members each against the ensemble's clean prediction
+        kl = self.virtual_adversarial_loss(ids, lens, logits, y.dim() == 2, generator)
+        if all_rows is None:
+            return (part + kl) * (len(logits) / batch_rows), logits
+        return part * (len(logits) / batch_rows) + kl * (len(logits) / all_rows), logits
+
+    def unlabelled_piece(
+        self, texts: Unlabelled, rows: slice, multilabel: bool, all_rows: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """This piece of the step's texts without labels: its share of ``entropy_min`` times their
+        mean entropy, and of the virtual adversarial term's mean over the step's ``all_rows``
+        (labelled and unlabelled). No label enters it; its last pass goes through ``net``."""
+        ids, lens = texts.ids[rows], texts.lens[rows]
+        part = torch.zeros(())
+        if self.entropy_min:  # with virtual adversarial training its pass is the step's last
+            logits = self.forward(ids, lens, self.model if self.vat else None, generator)  # (b, C) | (M, b, C)
+            part = self.entropy_min * entropy(logits, multilabel) * (len(ids) / len(texts.ids))
+        elif self.vat:  # the prediction that virtual adversarial training holds still
+            with torch.no_grad():
+                logits = self.forward(ids, lens, self.model, generator)
+        if self.vat:  # an ensemble's members each against the ensemble's clean prediction, as on labelled texts
+            clean = (logits.mean(0) if logits.dim() == 3 else logits).detach()
+            part = part + self.virtual_adversarial_loss(ids, lens, clean, multilabel, generator) * (len(ids) / all_rows)
+        return part
+
+    def jobs(
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], unlabelled: Unlabelled | None
+    ) -> list[Job]:
+        """A step's pieces: the labelled ones, then those of its texts without labels (if any)."""
+        if unlabelled is None:  # the labelled step exactly as it was before texts without labels
+            return [functools.partial(self.piece, ids, lens, y, rows, len(ids)) for rows in pieces]
+        all_rows = len(ids) + len(unlabelled.ids)
+        labelled: list[Job] = [functools.partial(self.piece, ids, lens, y, rows, len(ids), all_rows=all_rows) for rows in pieces]
+        return labelled + [
+            lambda generator, rows=rows: (self.unlabelled_piece(unlabelled, rows, y.dim() == 2, all_rows, generator), None)
+            for rows in unlabelled.pieces
+        ]
 
     def one_after_another(
-        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], ctx: distributed.Context
+        self,
+        ids: torch.Tensor,
+        lens: torch.Tensor,
+        y: torch.Tensor,
+        pieces: Sequence[slice],
+        ctx: distributed.Context,
+        unlabelled: Unlabelled | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """backward() piece by piece, the gradients adding up in .grad; the loss and each piece's logits."""
+        """backward() piece by piece, the gradients adding up in .grad; the loss and each labelled piece's logits."""
         loss = torch.zeros(())
         parts: list[torch.Tensor] = []
-        for k, rows in enumerate(pieces):
-            last = k == len(pieces) - 1
+        jobs = self.jobs(ids, lens, y, pieces, unlabelled)
+        for k, job in enumerate(jobs):
+            last = k == len(jobs) - 1
             # DDP: one all-reduce a batch, at its last piece (under DDP, net is its wrapper)
             with cast(DistributedDataParallel, self.net).no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
-                part, piece_logits = self.piece(ids, lens, y, rows, len(ids))
+                part, piece_logits = job(None)
                 part.backward()  # the weights change only at optimizer.step(), after the caller's checks
-            loss, parts = (part.detach() if k == 0 else loss + part.detach()), parts + [piece_logits.detach()]
+            loss = part.detach() if k == 0 else loss + part.detach()
+            parts += [] if piece_logits is None else [piece_logits.detach()]
         return loss, parts
 
     def side_by_side(
-        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], pool
+        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, pieces: Sequence[slice], pool, unlabelled: Unlabelled | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The pieces in ``pool``, one core each, each drawing its dropout masks from its own
         generator (seeded in order from torch's global one); their gradients summed in piece order
         into .grad."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        seeds = torch.randint(0, 2**62, (len(pieces),)).tolist()
+        jobs = self.jobs(ids, lens, y, pieces, unlabelled)
+        seeds = torch.randint(0, 2**62, (len(jobs),)).tolist()
 
-        def run(rows: slice, seed: int):
-            part, piece_logits = self.piece(ids, lens, y, rows, len(ids), torch.Generator().manual_seed(seed))
-            return part.detach(), piece_logits.detach(), torch.autograd.grad(part, params, allow_unused=True)
+        def run(job: Job, seed: int):
+            part, piece_logits = job(torch.Generator().manual_seed(seed))
+            logits = None if piece_logits is None else piece_logits.detach()
+            return part.detach(), logits, torch.autograd.grad(part, params, allow_unused=True)
 
-        results = list(pool.map(run, pieces, seeds))  # under sparse_embeddings (the trainer holds it)
+        results = list(pool.map(run, jobs, seeds))  # under sparse_embeddings (the trainer holds it)
         for i, p in enumerate(params):  # summed in piece order: the same result every time
             grads = [r[2][i] for r in results if r[2][i] is not None]
             p.grad = sum_gradients(p, grads) if grads else None
-        return sum(r[0] for r in results), [r[1] for r in results]
+        return sum(r[0] for r in results), [r[1] for r in results if r[1] is not None]

@@ -29,7 +29,7 @@ from . import __version__, distributed, plots, runtime
 from .checkpoint import STATE_FILE
 from .classifier import TextClassifier, _normalize_labels, is_multilabel, label_sets, match_labels
 from .config import Config
-from .datasets import load_data, sample, train_validation_split
+from .datasets import load_data, load_unlabelled, sample, train_validation_split
 from .errors import ArtifactError, CheckpointError, ConfigError, DataError
 from .evaluation import format_report
 from .io import write_json, write_text
@@ -111,7 +111,7 @@ def check_output(output: str | Path, overwrite: bool, resume: bool = False) -> P
 
 def portable_config(config: Config) -> Config:
     """``config`` with relative data and embedding paths made absolute (IMDB specs untouched)."""
-    sets = {}
+    sets: dict[str, Any] = {}
     for key in ("data.train", "data.test", "data.validation", "data.imdb_path", "model.pretrained_embeddings", "pretrain.encoder"):
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
@@ -120,7 +120,16 @@ def portable_config(config: Config) -> Config:
         path = Path(value).expanduser()
         if not path.is_absolute() and path.exists():
             sets[key] = str(path.resolve())
+    unlabelled = config.data.unlabelled or []
+    if any(_relative_file(spec) for spec in unlabelled):
+        sets["data.unlabelled"] = [str(Path(spec).expanduser().resolve()) if _relative_file(spec) else spec for spec in unlabelled]
     return config.override(sets) if sets else config
+
+
+def _relative_file(spec: str) -> bool:
+    """Whether a data spec is a relative path to something that exists (not an IMDB spec)."""
+    path = Path(spec).expanduser()
+    return spec.lower().split(":")[0] != "imdb" and not path.is_absolute() and path.exists()
 
 
 def check_test_labels(train, test) -> None:
@@ -215,13 +224,15 @@ def train_run(
     t0 = time.perf_counter()
     with distributed.main_first():  # rank 0 fills the caches (the parsed IMDB) that the others then read
         train, val, test = data if data is not None else prepare_data(config)
+        unlabelled = load_unlabelled(config.data)
     check_test_labels(train, test)
     t_data = time.perf_counter() - t0
     log.info(
-        "data: %d train, %d validation, %d test texts (%.1fs)",
+        "data: %d train, %d validation, %d test%s texts (%.1fs)",
         len(train.texts),
         len(val.texts) if val else 0,
         len(test.texts) if test else 0,
+        f", {len(unlabelled)} unlabelled" if unlabelled is not None else "",
         t_data,
     )
     config, t_vectors, t_pretrain = _pretrain(config, train.texts, progress)
@@ -243,6 +254,8 @@ def train_run(
             checkpoint_dir=checkpoint,
             resume=resume,
             on_epoch_end=on_epoch_end,
+            unlabelled=unlabelled,
+            held_out=test.texts if test is not None else (),
         )
     except BaseException:
         if ctx.is_main and not resume and not (checkpoint / "state.json").exists():  # nothing to resume: leave no trace

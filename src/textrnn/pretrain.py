@@ -46,7 +46,7 @@ import torch.nn as nn
 
 from . import __version__
 from .config import Config, ModelConfig, TrainConfig, check_pretrainable
-from .datasets import load_data
+from .datasets import unlabelled_texts
 from .embeddings import train_word2vec
 from .errors import ConfigError, DataError, TextRNNError
 from .io import ENCODER as ENCODER_FOLDER
@@ -371,13 +371,11 @@ def with_unlabelled(config: Config, texts: list[str], spec: str) -> tuple[Tokeni
     """The training texts and the unlabelled texts of ``spec`` (any data spec: "imdb:unsup", a
     file), tokenized through the token cache."""
     d = config.data
-    extra = load_data(
-        spec, text_column=d.text_column, label_column=None, imdb_path=d.imdb_path, encoding=d.encoding
-    )  # unlabelled: no label column needed
+    extra = unlabelled_texts(spec, text_column=d.text_column, imdb_path=d.imdb_path, encoding=d.encoding)
     tokenizer = Tokenizer.from_config(config.text)
     return tokenizer, [
         tokenize_cached(list(texts), tokenizer, cache_dir() / "tokens"),
-        tokenize_cached(extra.texts, tokenizer, cache_dir() / "tokens"),
+        tokenize_cached(extra, tokenizer, cache_dir() / "tokens"),
     ]
 
 

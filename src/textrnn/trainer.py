@@ -30,7 +30,7 @@ from . import distributed, fastrnn, pieces
 from .adaptive import resolve_train
 from .batching import collate, lengths_of, training_batches
 from .checkpoint import Checkpointer, DeferredInterrupt, data_fingerprint, optimizer_to_files, restore, torch_rng_states
-from .config import RuntimeConfig, TrainConfig, decided, decided_int
+from .config import RuntimeConfig, TrainConfig, decided, decided_int, unlabelled_unused
 from .errors import CheckpointError, ConfigError, TextRNNError, TrainingInterrupted
 from .inference import evaluate_loss, predict_logits
 from .models import correct_count, loss_fn, num_outputs
@@ -39,6 +39,10 @@ from .progress import Progress
 from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads, worker_pool
 
 log = logging.getLogger("textrnn")
+
+# Where the order of the texts without labels comes from, beside train.seed: a stream of its own,
+# so that adding them leaves the labelled batches' order as it was.
+UNLABELLED_STREAM = 0x756E6C62
 
 
 def _fresh_totals() -> dict:
@@ -74,9 +78,14 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     runtime: RuntimeConfig | None = None,
+    unlabelled_x: Sequence[np.ndarray] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns the history (one dict per epoch). With validation data the
     weights of the best epoch (by ``config.monitor``) are restored at the end.
+
+    ``unlabelled_x``, encoded texts without labels, train beside the labelled ones through
+    ``config.vat`` and ``config.entropy_min``: each step takes as many of them as it has labelled
+    texts (fewer when there are fewer), never in the supervised loss (see Trainer._unlabelled).
 
     With ``checkpoint_dir`` a checkpoint is written at every epoch end and every
     ``runtime.checkpoint_every`` steps; ``resume=True`` continues from it, and the result is the
@@ -89,7 +98,8 @@ def fit(
     if resume and checkpoint_dir is None:
         raise CheckpointError("resume=True needs the checkpoint_dir of the run to continue.")
     config = resolve_train(config, len(train_x), distributed.current().world_size)  # an "auto" epoch count
-    return Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir, runtime).run(resume)
+    trainer = Trainer(model, train_x, train_y, config, val_x, val_y, progress, on_epoch_end, checkpoint_dir, runtime, unlabelled_x)
+    return trainer.run(resume)
 
 
 def _targets(y: np.ndarray) -> np.ndarray:
@@ -117,8 +127,14 @@ class Trainer:
         on_epoch_end: Callable[[dict], None] | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         runtime: RuntimeConfig | None = None,
+        unlabelled_x: Sequence[np.ndarray] | None = None,
     ):
+        if unlabelled_x is not None and not (config.vat or config.entropy_min):
+            raise unlabelled_unused(config, f"{len(unlabelled_x)} texts without labels")
         self.model, self.train_x, self.config, self.on_epoch_end = model, train_x, config, on_epoch_end
+        self.unlabelled_x = unlabelled_x if unlabelled_x is not None and len(unlabelled_x) else None
+        self.unlabelled_lengths = lengths_of(unlabelled_x) if unlabelled_x is not None else None
+        self._pass: tuple[int, list[np.ndarray]] | None = None  # the unlabelled stream's current pass
         self.runtime = runtime = runtime or RuntimeConfig()
         self.ctx = ctx = distributed.current()
         self.device = device = resolve_device(runtime.device, ctx.local_rank, ctx.world_size)
@@ -149,10 +165,10 @@ class Trainer:
         self.has_val = val_x is not None and len(val_x) > 0
         self.targets = torch.from_numpy(self.train_y)
         self.ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
-        self.fingerprint = data_fingerprint(train_x, self.train_y, val_x, val_y) if self.ckpt else None
+        self.fingerprint = data_fingerprint(train_x, self.train_y, val_x, val_y, self.unlabelled_x) if self.ckpt else None
         self.loop = Loop()
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial, config.vat)
+        self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial, config.vat, config.entropy_min)
 
     # ------------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> list[dict]:
@@ -271,10 +287,11 @@ class Trainer:
         ids, lens = ids.to(device), lens.to(device)
         self.optimizer.zero_grad(set_to_none=True)
         parts = pieces.micro_batches(len(idx), ids.size(1), self.runtime.micro_batch_tokens if device.type == "cpu" else None, self.workers)
+        unlabelled = self._unlabelled(len(idx))
         if self.pool is None:  # one piece, or several whose gradients add up to the batch's
-            loss, piece_logits = self.step.one_after_another(ids, lens, y, parts, ctx)
+            loss, piece_logits = self.step.one_after_another(ids, lens, y, parts, ctx, unlabelled)
         else:  # side by side, one core each
-            loss, piece_logits = self.step.side_by_side(ids, lens, y, parts, self.pool)
+            loss, piece_logits = self.step.side_by_side(ids, lens, y, parts, self.pool, unlabelled)
         logits = torch.cat(piece_logits)  # (B, C)
         diverged, stopping = not torch.isfinite(loss), self.interrupt.requested
         if ctx.is_distributed:  # every process stops at the same step, or none does
@@ -293,6 +310,25 @@ class Trainer:
         tot["seen"] += n
         tot["tokens"] += int(lens.sum())
         return stopping
+
+    def _unlabelled(self, rows: int) -> pieces.Unlabelled | None:
+        """Up to ``rows`` texts without labels for this step: the next batch of an endless stream
+        over them, in a new seeded order each pass and length-bucketed as the labelled batches are
+        (so equal_length_batches cuts little). The batch is a function of the step and the process
+        alone: a resumed run draws the same, and each process of a group its own."""
+        if self.unlabelled_x is None or self.unlabelled_lengths is None:
+            return None
+        ctx, batch_size = self.ctx, self.config.batch_size
+        cycle, at = divmod(self.loop.step * ctx.world_size + ctx.rank, math.ceil(len(self.unlabelled_x) / batch_size))
+        if self._pass is None or self._pass[0] != cycle:
+            rng = np.random.default_rng([self.config.seed, UNLABELLED_STREAM, cycle])
+            self._pass = (cycle, training_batches(self.unlabelled_lengths, batch_size, rng))
+        idx = self._pass[1][at][:rows]
+        ids, lens = collate([self.unlabelled_x[i] for i in idx], equal_length=self.config.equal_length_batches)
+        max_tokens = self.runtime.micro_batch_tokens if self.device.type == "cpu" else None
+        return pieces.Unlabelled(
+            ids.to(self.device), lens.to(self.device), pieces.micro_batches(len(idx), ids.size(1), max_tokens, self.workers)
+        )
 
     def _apply_gradients(self, epoch: int) -> None:
         if epoch <= self.config.freeze_encoder_epochs:  # under DDP, which needs every gradient, dropped here
