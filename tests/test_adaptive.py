@@ -69,7 +69,8 @@ def test_the_epoch_ceiling_follows_the_number_of_steps():
 
 
 def test_explicit_settings_win_and_are_not_reported_as_decided():
-    config = Config().override(["text.max_length=33", "train.epochs=2", "train.early_stopping_patience=1", "model.members=1"])
+    explicit = ["text.max_length=33", "train.epochs=2", "train.early_stopping_patience=1", "model.members=1", "train.adversarial=0.5"]
+    config = Config().override(explicit)
     decided, decisions, _ = adaptive.decide(config, np.full(50, 10), _counts(100, 50))
     assert decisions == []
     assert (decided.text.max_length, decided.train.epochs) == (33, 2)
@@ -164,3 +165,19 @@ def test_fit_trains_the_decided_ensemble_and_it_saves_and_loads(tmp_path):
     clf.save(tmp_path / "m")
     again = TextClassifier.load(tmp_path / "m")
     assert np.allclose(again.predict_proba(texts[:8]), clf.predict_proba(texts[:8]), atol=1e-6)
+
+
+def test_small_data_gets_adversarial_training_large_data_none_and_an_explicit_norm_wins():
+    counts = _counts(100, 0)
+    small, decisions, _ = adaptive.decide(Config(), np.full(8_000, 20), counts)
+    assert small.train.adversarial == adaptive.ADVERSARIAL_NORM
+    assert "train.adversarial" in adaptive.describe(decisions, adaptive.data_summary(np.full(8_000, 20), counts))
+    imdb = np.r_[np.full(18_000, 180), np.full(4_500, 900)]
+    large, decisions, _ = adaptive.decide(Config(), imdb, counts)
+    assert large.train.adversarial == 0.0 and "texts" in next(d.reason for d in decisions if d.key == "train.adversarial")
+    many_short, _, _ = adaptive.decide(Config(), np.full(60_000, 9), counts)  # SST-2's phrases: too many texts
+    assert many_short.train.adversarial == 0.0
+    given, decisions, _ = adaptive.decide(Config().override(["train.adversarial=0"]), np.full(8_000, 20), counts)
+    assert given.train.adversarial == 0.0 and "train.adversarial" not in {d.key for d in decisions}
+    # the trainer alone, without the texts' lengths, leaves it off
+    assert adaptive.resolve_train(TrainConfig(), 8_000).adversarial == 0.0

@@ -54,7 +54,7 @@ def test_a_run_with_it_learns_and_is_reproducible(precision):
     )
     a = TextClassifier(adversarial=1.0, **kw).fit(texts, labels, progress=False)
     b = TextClassifier(adversarial=1.0, **kw).fit(texts, labels, progress=False)
-    plain = TextClassifier(**kw).fit(texts, labels, progress=False)
+    plain = TextClassifier(adversarial=0.0, **kw).fit(texts, labels, progress=False)
     assert a.predict(["a great film", "an awful film"]) == ["pos", "neg"]
     for (name, p), q, r in zip(a.model_.state_dict().items(), b.model_.state_dict().values(), plain.model_.state_dict().values()):
         assert torch.equal(p, q), name

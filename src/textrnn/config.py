@@ -242,7 +242,8 @@ class TrainConfig:
     # Adversarial training (Goodfellow et al. 2015; Miyato et al. 2016, on text): each step also
     # trains on the embedded texts pushed by this L2 norm (per text) in the direction that raises
     # the loss most. 0 = off. It costs about two steps' time (cpu-notes in benchmarks/results/).
-    adversarial: float = 0.0
+    # "auto": 1.0 on small data, where it regularises most and costs seconds, else 0 (adaptive.py).
+    adversarial: float | str = AUTO
     # Virtual adversarial training (Miyato, Dai & Goodfellow 2017): each step also minimises the KL
     # between the prediction on the embedded texts and on them pushed by this L2 norm (per text) in
     # the direction that changes the prediction most (one power iteration); needs no labels. 0 = off.
@@ -541,6 +542,12 @@ def _coerce(section_cls: type, key: str, value: Any, name: str) -> Any:
         ):
             raise ConfigError(f"{name} must be an integer or 'auto'. Received: {name}={value!r}")
         return int(value)
+    if ftype.startswith("float | str"):  # a number, or "auto"
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number or 'auto'. Received: {name}={value!r}")
     if ftype.startswith("bool"):
         if isinstance(value, bool):
             return value

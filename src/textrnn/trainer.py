@@ -168,7 +168,9 @@ class Trainer:
         self.fingerprint = data_fingerprint(train_x, self.train_y, val_x, val_y, self.unlabelled_x) if self.ckpt else None
         self.loop = Loop()
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.step = pieces.Step(model, model, device, dtype, weights, config.adversarial, config.vat, config.entropy_min)
+        self.step = pieces.Step(
+            model, model, device, dtype, weights, float(config.adversarial), config.vat, config.entropy_min
+        )  # "auto": decided in fit()
 
     # ------------------------------------------------------------------------ the run
     def run(self, resume: bool = False) -> list[dict]:
