@@ -40,7 +40,10 @@ def model_for(seed=0, vocab=60, **kw):
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("pooling", ["last", "max", "mean", "last+max+mean", "mean+last"])
-def test_the_kernel_computes_what_pytorch_computes(cell, bidirectional, num_layers, pooling):
+@pytest.mark.parametrize("path", ["sequence", "steps"])
+def test_the_kernel_computes_what_pytorch_computes(cell, bidirectional, num_layers, pooling, path, monkeypatch):
+    if path == "steps":  # one call per time step after oneDNN's product (bfloat16's path)
+        monkeypatch.setattr(fastrnn, "SEQUENCE_MAX_ROWS", 0)
     model = model_for(cell=cell, bidirectional=bidirectional, num_layers=num_layers, pooling=pooling)
     ids, lengths = batch()
     with torch.inference_mode():
@@ -115,12 +118,31 @@ def test_weights_changed_by_a_fused_optimizer_are_seen():
         torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("hidden_size", [10, 16, 64])
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+def test_the_sequence_kernel_on_few_texts_computes_what_pytorch_computes(cell, hidden_size, rows):
+    """Blocks of four texts and the rows left over; gate counts that are and are not multiples of
+    the kernel's 16 and 64; a single text, as a server answers it."""
+    torch.manual_seed(rows)
+    model = RNNClassifier(ModelConfig(cell=cell, embedding_dim=12, hidden_size=hidden_size, pooling="last+max+mean"), 60, 3).eval()
+    g = torch.Generator().manual_seed(rows)
+    lengths = torch.randint(1, 24, (rows,), generator=g)
+    ids = torch.randint(1, 60, (rows, 23), generator=g)
+    ids[torch.arange(23)[None, :] >= lengths[:, None]] = 0
+    with torch.inference_mode():
+        assert fastrnn.applies(model, ids)
+        torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+
+
 def test_training_small_batches_and_gradients_take_pytorch_s_path():
     model = model_for()
     ids, lengths = batch()
     with torch.inference_mode():
         assert fastrnn.applies(model, ids)
-        assert not fastrnn.applies(model, ids[: fastrnn.MIN_ROWS - 1])
+        assert fastrnn.applies(model, ids[:1])  # float32: the sequence kernel takes a single text
+        with autocast(torch.device("cpu"), torch.bfloat16):  # the per-step path wants wide batches
+            assert not fastrnn.applies(model, ids[: fastrnn.MIN_ROWS - 1])
     assert not fastrnn.applies(model, ids)  # gradients on
     model.train()
     with torch.inference_mode():

@@ -11,6 +11,12 @@ max and sum for max/mean pooling, so the (B, T, H) outputs of the last layer are
 Rows are sorted longest first, so the texts still running at step t are a prefix of the batch and
 each step computes only those: no padding is computed and none reaches a prediction.
 
+In float32 (a CPU without bfloat16, or ``precision = "float32"``) the *sequence kernel* runs each
+layer and direction in one call: it computes the recurrent product itself, four texts at a time
+with the weights loaded once per step, and then the same gate code. No call per time step is left,
+so a single text runs at the speed of its arithmetic (a server's request, 2x PyTorch's path on an
+AVX2 CPU), and wide batches no slower than oneDNN's product (benchmarks/sequence_kernel.py).
+
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``; under a
 second) into the cache's ``kernels/`` folder, and checked against PyTorch once per process. Without
 a compiler, or with ``TEXTRNN_FAST_RNN=0``, models run PyTorch's own path; results agree to
@@ -44,7 +50,11 @@ from .runtime import cpu_info
 log = logging.getLogger("textrnn")
 
 ENV = "TEXTRNN_FAST_RNN"
-MIN_ROWS = 16  # below this the per-step Python loop costs more than it saves
+MIN_ROWS = 16  # below this the per-step loop costs more than it saves (the sequence kernel has none)
+# Batches of at most this many texts run float32 through the sequence kernel (one call per layer and
+# direction; it computes the recurrent product too), larger ones one call per step after oneDNN's
+# product: benchmarks/sequence_kernel.py (results/sequence-kernel-*.json).
+SEQUENCE_MAX_ROWS = 1 << 30  # every float32 batch: it measured as fast or faster at every size
 GEMM_ROWS = 32  # the recurrent product's row count is rounded up to a multiple of this
 MAX_HIDDEN = 1024  # the kernel's per-row scratch
 MAX_TABLE_BYTES = 512 * 2**20  # a larger vocabulary projects its embeddings per batch instead
@@ -113,6 +123,8 @@ def _load() -> ctypes.CDLL | None:
     for fn in (lib.rnn_step_f32, lib.rnn_step_bf16):
         fn.restype = None
         fn.argtypes = [ctypes.c_int, i64, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, i64, p, p]
+    lib.rnn_seq_f32.restype = None
+    lib.rnn_seq_f32.argtypes = [ctypes.c_int, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p, i64, p, p]
     return lib
 
 
@@ -173,13 +185,14 @@ def supports(model) -> bool:
 
 
 def applies(model, ids: torch.Tensor) -> bool:
-    """Whether this call (CPU inference on a batch of at least MIN_ROWS texts) takes this path."""
+    """Whether this call (CPU inference on a batch of at least MIN_ROWS texts, or of any size that
+    the float32 sequence kernel takes) takes this path."""
     return (
         not model.training
         and not torch.is_grad_enabled()
         and ids.device.type == "cpu"
         and ids.dim() == 2
-        and ids.shape[0] >= MIN_ROWS
+        and (ids.shape[0] >= MIN_ROWS or sequence_kernel(ids.shape[0], kernel_dtype()))
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
         and not torch.onnx.is_in_onnx_export()
@@ -238,7 +251,6 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
     assert lib is not None, "pooled() runs where applies(): the kernel is built"
     c = model.config
     dtype = dtype or kernel_dtype()
-    step = lib.rnn_step_bf16 if dtype == torch.bfloat16 else lib.rnn_step_f32
     B, T = ids.shape
     H, dirs, L = c.hidden_size, 2 if c.bidirectional else 1, c.num_layers
     lengths = lengths.clamp(min=1, max=T).to(torch.int64)
@@ -284,12 +296,7 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
                 ptr(pmax),
                 ptr(psum),
             )
-            w_hh, b_hh = w["w_hh"][k], w["b_hh"][k]
-            for t in range(steps):
-                n = int(running[t])
-                m = int(gemm_rows[t])  # rows past their end get a product no one reads
-                torch.addmm(b_hh, h[:m], w_hh, out=hh[:m])
-                step(cell, n, H, T, t, d, *args)
+            _recur(lib, cell, dtype, (B, H, T, d), (w["w_hh"][k], w["b_hh"][k], h, hh), args, (running, gemm_rows))
             if top:
                 parts["last"].append(h.float())
             if pmax is not None:
@@ -299,6 +306,33 @@ def pooled(model, ids: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype |
         x = out
     result = torch.cat([torch.cat(parts[p], dim=1) for p in c.poolings], dim=1)
     return torch.empty_like(result).index_copy_(0, order, result)  # back to the caller's order
+
+
+def sequence_kernel(rows: int, dtype: torch.dtype) -> bool:
+    """Whether a batch of ``rows`` texts runs each layer and direction in one call of the sequence
+    kernel (float32 only; it computes the recurrent product itself) rather than one call per time
+    step after oneDNN's product."""
+    return dtype == torch.float32 and rows <= SEQUENCE_MAX_ROWS
+
+
+def _recur(lib, cell: int, dtype: torch.dtype, sizes: tuple, tensors: tuple, args: tuple, schedule: tuple) -> None:
+    """One layer and direction over the batch: ``tensors`` are W_hh^T, b_hh, the state h and the
+    product's buffer; the state, cell and pooling are updated in place through ``args`` (the step
+    kernel's pointers, from the lengths on); ``schedule``: the rows running at each step and the
+    product's row count."""
+    B, H, T, d = sizes
+    w_hh, b_hh, h, hh = tensors
+    if sequence_kernel(B, dtype):
+        lengths, table, rows, _hh, *rest = args
+        lib.rnn_seq_f32(cell, B, H, T, d, lengths, table, rows, w_hh.data_ptr(), b_hh.data_ptr(), *rest)
+        return
+    step = lib.rnn_step_bf16 if dtype == torch.bfloat16 else lib.rnn_step_f32
+    running, gemm_rows = schedule
+    for t in range(len(running)):
+        n = int(running[t])
+        m = int(gemm_rows[t])  # rows past their end get a product no one reads
+        torch.addmm(b_hh, h[:m], w_hh, out=hh[:m])
+        step(cell, n, H, T, t, d, *args)
 
 
 def forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

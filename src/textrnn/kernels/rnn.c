@@ -86,3 +86,81 @@ void NAME(int cell, int64_t n, int64_t H, int64_t T, int64_t t, int reverse,    
 #define IDENTITY(v) (v)
 RNN_STEP(rnn_step_f32, float, IDENTITY, IDENTITY)
 RNN_STEP(rnn_step_bf16, uint16_t, from_bf16, to_bf16)
+
+/* The whole sequence of one layer and direction, float32, the recurrent product computed here too:
+   no call per time step, so a single text (or a few) runs as fast as its arithmetic. Rows are
+   independent; they run in blocks of RB (the block's rows sorted longest first, as the caller
+   sorts all rows), the product's weights read once per block and step. wt (H, G) is W_hh
+   transposed, bias (G) is b_hh; the rest as rnn_step_f32, whose gate code runs each step. The
+   product is written with gcc/clang vector types (8 floats; on a CPU with narrower vectors the
+   compiler splits them), RB x 16 or 1 x 64 sums held in registers, each weight loaded once per step
+   and block, each state value broadcast. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  /* an unaligned load or store */
+#define RB 4
+#define LD(p) (*(const v8u *)(p))
+#define ST(p, v) (*(v8u *)(p) = (v))
+
+static void product_block(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
+    int64_t j0 = 0;
+    for (; j0 + 16 <= G; j0 += 16) {  /* RB rows x 16 gates */
+        v8 a[RB][2];
+        for (int r = 0; r < RB; r++) { a[r][0] = LD(bias + j0); a[r][1] = LD(bias + j0 + 8); }
+        for (int64_t k = 0; k < H; k++) {
+            const v8 w0 = LD(wt + k * G + j0), w1 = LD(wt + k * G + j0 + 8);
+            for (int r = 0; r < RB; r++) {
+                const float hk = h[r * H + k];
+                a[r][0] += hk * w0;
+                a[r][1] += hk * w1;
+            }
+        }
+        for (int r = 0; r < RB; r++) { ST(g + r * G + j0, a[r][0]); ST(g + r * G + j0 + 8, a[r][1]); }
+    }
+    for (int r = 0; r < RB; r++)  /* the last G % 16 gates */
+        for (int64_t j = j0; j < G; j++) {
+            float s = bias[j];
+            for (int64_t k = 0; k < H; k++) s += h[r * H + k] * wt[k * G + j];
+            g[r * G + j] = s;
+        }
+}
+
+static void product_row(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
+    int64_t j0 = 0;
+    for (; j0 + 64 <= G; j0 += 64) {  /* 64 gates: 8 independent sums */
+        v8 a[8];
+        for (int q = 0; q < 8; q++) a[q] = LD(bias + j0 + 8 * q);
+        for (int64_t k = 0; k < H; k++) {
+            const float hk = h[k];
+            for (int q = 0; q < 8; q++) a[q] += hk * LD(wt + k * G + j0 + 8 * q);
+        }
+        for (int q = 0; q < 8; q++) ST(g + j0 + 8 * q, a[q]);
+    }
+    for (int64_t j = j0; j < G; j++) {
+        float s = bias[j];
+        for (int64_t k = 0; k < H; k++) s += h[k] * wt[k * G + j];
+        g[j] = s;
+    }
+}
+
+void rnn_seq_f32(int cell, int64_t n, int64_t H, int64_t T, int reverse,
+                 const int64_t *lengths, const float *table, const int64_t *rows, const float *wt,
+                 const float *bias, float *h, float *c, float *out, int64_t ostride, float *pmax,
+                 float *psum) {
+    const int64_t G = cell == 0 ? 4 * H : 3 * H;
+    float g[RB * 4 * 1024];  /* row r's gates at g + r * G, as rnn_step_f32 reads them */
+    for (int64_t b0 = 0; b0 < n; b0 += RB) {
+        const int64_t rb = n - b0 < RB ? n - b0 : RB;
+        float *hblk = h + b0 * H;
+        for (int64_t t = 0; t < lengths[b0]; t++) {
+            int64_t active = 0;
+            while (active < rb && lengths[b0 + active] > t) active++;
+            if (active == RB)
+                product_block(H, G, wt, bias, hblk, g);
+            else
+                for (int64_t r = 0; r < active; r++) product_row(H, G, wt, bias, hblk + r * H, g + r * G);
+            rnn_step_f32(cell, active, H, T, t, reverse, lengths + b0, table, rows + b0 * T, g, hblk,
+                         c ? c + b0 * H : c, out ? out + b0 * T * ostride : out, ostride,
+                         pmax ? pmax + b0 * H : pmax, psum ? psum + b0 * H : psum);
+        }
+    }
+}
