@@ -1,6 +1,7 @@
 """The float32 inference kernel's two paths, side by side in one process: the sequence kernel (one
 C call per layer and direction, the recurrent product computed in C) against the per-step path
-(oneDNN's product, then one C call per time step), for the seed model and the default model on
+(oneDNN's product, then one C call per time step) and PyTorch's own recurrent layer (what batches
+of fewer than 16 texts ran before the sequence kernel), for the seed model and the default model on
 IMDB-length texts, at batch sizes 1 (a server's single request) to 512 (bulk prediction).
 
     python benchmarks/sequence_kernel.py [--profiles as_is,no_bf16] [--repeats 5]
@@ -54,17 +55,18 @@ def measure(repeats: int) -> dict:
             ids = torch.randint(1, 20_000, (batch, tokens))
             lengths = torch.full((batch,), tokens)
             reps = max(1, 256 // batch)  # calls per timing
-            times: dict[str, list[float]] = {"sequence": [], "steps": []}
+            times: dict[str, list[float]] = {"sequence": [], "steps": [], "pytorch": []}
             with torch.inference_mode(), denormals_flushed():
                 for _ in range(repeats):
-                    for path, limit in (("sequence", 1 << 30), ("steps", 0)):
+                    for path, limit in (("sequence", 1 << 30), ("steps", 0), ("pytorch", 0)):
                         fastrnn.SEQUENCE_MAX_ROWS = limit
-                        fastrnn.forward(model, ids, lengths)  # warm: oneDNN builds its kernels
+                        run = (lambda: model(ids, lengths)) if path == "pytorch" else (lambda: fastrnn.forward(model, ids, lengths))
+                        run()  # warm: oneDNN builds its kernels
                         t = time.perf_counter()
                         for _ in range(reps):
-                            fastrnn.forward(model, ids, lengths)
+                            run()
                         times[path].append((time.perf_counter() - t) / reps * 1000)
-            seq, steps = statistics.median(times["sequence"]), statistics.median(times["steps"])
+            seq, steps, plain = (statistics.median(times[k]) for k in ("sequence", "steps", "pytorch"))
             rows.append(
                 {
                     "model": name,
@@ -72,12 +74,18 @@ def measure(repeats: int) -> dict:
                     "tokens_per_text": tokens,
                     "sequence_ms": seq,
                     "steps_ms": steps,
+                    "pytorch_ms": plain,
                     "speedup": steps / seq,
+                    "speedup_over_pytorch": plain / seq,
                     "texts_per_s_one_core": {"sequence": batch / seq * 1000, "steps": batch / steps * 1000},
                     "timings_ms": times,
                 }
             )
-            print(f"{name:8} batch {batch:4}: sequence {seq:9.3f} ms, steps {steps:9.3f} ms, {steps / seq:.2f}x", flush=True)
+            print(
+                f"{name:8} batch {batch:4}: sequence {seq:9.3f} ms, steps {steps:9.3f} ms ({steps / seq:.2f}x), "
+                f"pytorch {plain:9.3f} ms ({plain / seq:.2f}x)",
+                flush=True,
+            )
     return {"environment": environment(), "rows": rows}
 
 

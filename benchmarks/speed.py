@@ -47,7 +47,8 @@ def side_prep(imdb: str, cache: str) -> dict:
     t0 = time.perf_counter()
     train, test = load_imdb("train", imdb, progress=False), load_imdb("test", imdb, progress=False)
     t_load = time.perf_counter() - t0
-    cfg = textrnn.Config().text
+    # text.max_length is "auto" since 2026-11-30: on IMDB it decides 400 (docs/defaults.md)
+    cfg = textrnn.Config().override(["text.max_length=400"]).text
     tok = Tokenizer.from_config(cfg)
     tr = tokenize_cached(train.texts, tok, cache_dir() / "tokens")
     te = tokenize_cached(test.texts, tok, cache_dir() / "tokens")
