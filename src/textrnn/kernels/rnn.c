@@ -97,26 +97,33 @@ RNN_STEP(rnn_step_bf16, uint16_t, from_bf16, to_bf16)
    and block, each state value broadcast. */
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  /* an unaligned load or store */
-#define RB 4
+#ifndef RB
+#define RB 4 /* texts per block */
+#endif
+#ifndef NV
+#define NV 2 /* vectors of 8 gates per block: RB x NV sums in registers */
+#endif
 #define LD(p) (*(const v8u *)(p))
 #define ST(p, v) (*(v8u *)(p) = (v))
 
 static void product_block(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
     int64_t j0 = 0;
-    for (; j0 + 16 <= G; j0 += 16) {  /* RB rows x 16 gates */
-        v8 a[RB][2];
-        for (int r = 0; r < RB; r++) { a[r][0] = LD(bias + j0); a[r][1] = LD(bias + j0 + 8); }
+    for (; j0 + 8 * NV <= G; j0 += 8 * NV) {  /* RB rows x 8 NV gates */
+        v8 a[RB][NV];
+        for (int r = 0; r < RB; r++)
+            for (int q = 0; q < NV; q++) a[r][q] = LD(bias + j0 + 8 * q);
         for (int64_t k = 0; k < H; k++) {
-            const v8 w0 = LD(wt + k * G + j0), w1 = LD(wt + k * G + j0 + 8);
+            v8 w[NV];
+            for (int q = 0; q < NV; q++) w[q] = LD(wt + k * G + j0 + 8 * q);
             for (int r = 0; r < RB; r++) {
                 const float hk = h[r * H + k];
-                a[r][0] += hk * w0;
-                a[r][1] += hk * w1;
+                for (int q = 0; q < NV; q++) a[r][q] += hk * w[q];
             }
         }
-        for (int r = 0; r < RB; r++) { ST(g + r * G + j0, a[r][0]); ST(g + r * G + j0 + 8, a[r][1]); }
+        for (int r = 0; r < RB; r++)
+            for (int q = 0; q < NV; q++) ST(g + r * G + j0 + 8 * q, a[r][q]);
     }
-    for (int r = 0; r < RB; r++)  /* the last G % 16 gates */
+    for (int r = 0; r < RB; r++)  /* the gates left over */
         for (int64_t j = j0; j < G; j++) {
             float s = bias[j];
             for (int64_t k = 0; k < H; k++) s += h[r * H + k] * wt[k * G + j];
