@@ -9,7 +9,7 @@ from textrnn import fastrnn
 from textrnn.config import ModelConfig
 from textrnn.inference import forward, predict_logits
 from textrnn.models import RNNClassifier, build_model, masked_pool
-from textrnn.runtime import autocast
+from textrnn.runtime import autocast, cpu_flags
 
 pytestmark = pytest.mark.skipif(fastrnn.library() is None, reason="no C compiler: the kernel is not built")
 
@@ -235,3 +235,99 @@ def test_a_compiler_that_refuses_the_architecture_flags_builds_without_them(fres
     with torch.inference_mode():
         assert fastrnn.applies(model, ids)
         torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- training
+def _outputs_and_grads(rnn, x, run, weights):
+    out, last = run(rnn, x)
+    loss = (out * weights[0]).sum() + (last * weights[1]).sum()
+    return out, last, torch.autograd.grad(loss, [x, *rnn.parameters()])
+
+
+def _pytorch(rnn, x):
+    out, (h, _) = rnn(x)
+    dirs = 2 if rnn.bidirectional else 1
+    return out, h.view(rnn.num_layers, dirs, x.shape[0], -1)[-1].transpose(0, 1).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (7, 9, 6, 10), (8, 31, 12, 16)])  # rows, steps, input, hidden
+def test_the_training_kernel_gives_pytorchs_outputs_and_gradients(bidirectional, num_layers, shape):
+    B, T, E, H = shape
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(E, H, num_layers=num_layers, batch_first=True, bidirectional=bidirectional).train()
+    x = torch.randn(B, T, E, requires_grad=True)
+    dirs = 2 if bidirectional else 1
+    weights = (torch.randn(B, T, dirs * H), torch.randn(B, dirs * H))
+    assert fastrnn.trains(rnn, x)
+    ref = _outputs_and_grads(rnn, x, _pytorch, weights)
+    got = _outputs_and_grads(rnn, x, fastrnn.lstm_layers, weights)
+    torch.testing.assert_close(got[0], ref[0], atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(got[1], ref[1], atol=2e-6, rtol=1e-5)
+    for a, b in zip(got[2], ref[2]):  # the input's, then each weight's and bias's
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_training_kernel_projects_each_distinct_word_once_with_the_same_gradients(bidirectional):
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(30, 6, padding_idx=0)
+    rnn = torch.nn.LSTM(6, 8, num_layers=2, batch_first=True, bidirectional=bidirectional).train()
+    ids = torch.randint(0, 12, (9, 13))  # words repeat within and across texts; 0 is the padding row
+    weights = (torch.randn(9, 13, 16 if bidirectional else 8), torch.randn(9, 16 if bidirectional else 8))
+    results = []
+    for words in (None, (ids, embedding)):
+        x = embedding(ids)
+        out, last = _pytorch(rnn, x) if words is None else fastrnn.lstm_layers(rnn, x, words)
+        loss = (out * weights[0]).sum() + (last * weights[1]).sum()
+        results.append((out, last, torch.autograd.grad(loss, [embedding.weight, *rnn.parameters()])))
+    (ref_out, ref_last, ref_grads), (out, last, grads) = results
+    torch.testing.assert_close(out, ref_out, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(last, ref_last, atol=2e-6, rtol=1e-5)
+    assert not grads[0][0].any()  # the padding row learns nothing, as in PyTorch's embedding
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_training_a_classifier_takes_the_kernel_and_matches_pytorchs_step(monkeypatch):
+    model = model_for(bidirectional=True, pooling="last+max+mean", dropout=0.0, embedding_dropout=0.0).train()
+    ids = torch.randint(1, 60, (6, 11))
+    lengths = torch.full((6,), 11)  # a training batch: one length
+    calls = []
+    kernel = fastrnn.lstm_train
+    monkeypatch.setattr("textrnn.models.training_kernel", lambda rnn, x, words: calls.append(words) or kernel(rnn, x, words))
+    fast = model(ids, lengths)
+    fast_grads = torch.autograd.grad(fast.sum(), list(model.parameters()))
+    assert calls and calls[0] is not None  # no dropout on the embeddings: each word projected once
+    monkeypatch.setattr("textrnn.models.training_kernel", None)
+    ref = model(ids, lengths)
+    ref_grads = torch.autograd.grad(ref.sum(), list(model.parameters()))
+    torch.testing.assert_close(fast, ref, atol=2e-6, rtol=1e-5)
+    for a, b in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_the_training_kernel_leaves_what_it_does_not_run_to_pytorch():
+    x = torch.randn(2, 5, 4, requires_grad=True)
+    lstm = torch.nn.LSTM(4, 6, batch_first=True).train()
+    assert fastrnn.trains(lstm, x)
+    assert not fastrnn.trains(torch.nn.GRU(4, 6, batch_first=True).train(), x)  # only the LSTM
+    assert not fastrnn.trains(lstm.eval(), x)  # prediction has its own path
+    lstm.train()
+    with torch.no_grad():
+        assert not fastrnn.trains(lstm, x)
+    with autocast(torch.device("cpu"), torch.bfloat16):  # oneDNN's bfloat16 (AMX where the CPU has it)
+        assert not fastrnn.trains(lstm, x)
+    assert fastrnn.lstm_train(torch.nn.GRU(4, 6, batch_first=True).train(), x) is None
+    # per position (no distinct words) on AVX-512, oneDNN's layer is the faster: the kernel leaves it
+    per_position = fastrnn.lstm_train(lstm, x)
+    assert (per_position is None) == ("avx512f" in cpu_flags())
+
+
+def test_the_kernels_self_check_runs_under_inference_mode(monkeypatch):
+    """A server's first prediction builds the kernel inside torch.inference_mode: the self-check's
+    training half must still get gradients there."""
+    monkeypatch.setattr(fastrnn, "_lib", False)  # not built yet in this process, as at a server's start
+    with torch.inference_mode():
+        assert fastrnn.library() is not None

@@ -1,4 +1,4 @@
-"""A faster CPU inference path for LSTM and GRU classifiers.
+"""A faster CPU path for LSTM and GRU classifiers: inference (LSTM and GRU) and float32 training (LSTM).
 
 PyTorch's recurrent layer multiplies every input vector by the input weights, ``W_ih x``: two
 thirds of the arithmetic of an LSTM of 64 units over 128-dimensional embeddings. At inference the
@@ -16,6 +16,12 @@ layer and direction in one call: it computes the recurrent product itself, four 
 with the weights loaded once per step, and then the same gate code. No call per time step is left,
 so a single text runs at the speed of its arithmetic (a server's request, 2x PyTorch's path on an
 AVX2 CPU), and wide batches no slower than oneDNN's product (benchmarks/sequence_kernel.py).
+
+Training in float32 (a CPU without bfloat16, or ``precision = "float32"``) runs each LSTM layer and
+direction of a batch of one length through ``lstm_train``: the input projection and every
+gradient of a weight are matrix products (PyTorch's, near the CPU's peak); the recurrence, forward
+and backward, is C (``lstm_train_forward``/``lstm_train_backward``, the sequence kernel's product).
+Installed as ``models.training_kernel``; bfloat16 training keeps oneDNN's layer (AMX).
 
 The kernel is compiled on first use with the system's C compiler (``$CC``, else ``cc``; under a
 second) into the cache's ``kernels/`` folder, and checked against PyTorch once per process. Without
@@ -41,11 +47,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import models
 from ._env import cpu_profile
 from .config import ModelConfig
 from .io import cache_dir
 from .models import RNNClassifier, masked_pool
-from .runtime import cpu_info
+from .runtime import cpu_flags, cpu_info
 
 log = logging.getLogger("textrnn")
 
@@ -125,6 +132,9 @@ def _load() -> ctypes.CDLL | None:
         fn.argtypes = [ctypes.c_int, i64, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, i64, p, p]
     lib.rnn_seq_f32.restype = None
     lib.rnn_seq_f32.argtypes = [ctypes.c_int, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p, i64, p, p]
+    lib.lstm_train_forward.restype = lib.lstm_train_backward.restype = None
+    lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p]
+    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p]
     return lib
 
 
@@ -156,7 +166,22 @@ def _self_check() -> bool:
                 ref = model.head(_reference_pool(model, ids, lengths))
                 fast = model.head(pooled(model, ids, lengths, torch.float32))
                 ok &= bool(torch.allclose(ref, fast, atol=1e-4))
+        ok &= _training_agrees()
     return ok
+
+
+def _training_agrees() -> bool:
+    """The training kernel's outputs and gradients against PyTorch's on a small two-layer BiLSTM
+    (with autograd on, whatever mode the first caller is in: a server's first prediction runs
+    under inference_mode)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        rnn = nn.LSTM(5, 6, num_layers=2, batch_first=True, bidirectional=True).train()
+        x = torch.randn(3, 7, 5, requires_grad=True)
+        ref = rnn(x)[0]
+        fast = lstm_layers(rnn, x)
+        weights = torch.randn_like(ref)
+        grads = [torch.autograd.grad((out * weights).sum(), [x, *rnn.parameters()]) for out in (ref, fast[0])]
+    return bool(torch.allclose(ref, fast[0], atol=1e-4)) and all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*grads))
 
 
 def _reference_pool(model, ids, lengths):
@@ -339,3 +364,121 @@ def forward(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch
     """Logits (B, C) of ``model`` (in eval mode, where ``applies``) by the kernel."""
     assert isinstance(model, RNNClassifier)
     return model.classify(pooled(model, ids, lengths))
+
+
+# ---------------------------------------------------------------------------------------- training
+class _LSTMDirection(torch.autograd.Function):
+    """One LSTM layer and direction in float32 over texts of one length, by the C kernel. Its input
+    is ``x`` (N, E) with ``rows`` (B, T), the row of x at each position: the first layer's distinct
+    words of the batch (their embeddings, so the input projection and its gradients are computed
+    once per word, not per token: the seed model's input projection is two thirds of its
+    arithmetic), or every position's vector (rows None: N = B * T). The projection and every
+    weight's gradient are matrix products (PyTorch's, near the CPU's peak); the recurrence, forward
+    and backward, runs in C (lstm_train_forward/backward, the sequence kernel's product)."""
+
+    @staticmethod
+    def forward(ctx, x, rows, w_ih, w_hh, b_ih, b_hh, reverse: bool, steps: int):  # type: ignore[override]
+        lib = library()
+        assert lib is not None
+        G, H = w_ih.shape[0], w_hh.shape[1]
+        positions = rows if rows is not None else torch.arange(x.shape[0]).view(-1, steps)
+        B, T = positions.shape
+        table = torch.addmm(b_ih, x, w_ih.t())  # (N, G)
+        acts, cs, hs = torch.empty(B, T, G), torch.empty(B, T, H), torch.empty(B, T, H)
+        keep = (table, positions, w_hh.t().contiguous(), b_hh.contiguous(), acts, cs, hs)  # alive through the call
+        lib.lstm_train_forward(B, H, T, int(reverse), *[t.data_ptr() for t in keep])
+        ctx.reverse = reverse
+        ctx.save_for_backward(x, rows, w_ih, w_hh, acts, cs, hs)
+        return hs
+
+    @staticmethod
+    def backward(ctx, dhs):  # type: ignore[override]
+        lib = library()
+        assert lib is not None
+        x, rows, w_ih, w_hh, acts, cs, hs = ctx.saved_tensors
+        B, T, G = acts.shape
+        H = G // 4
+        dg = torch.empty(B, T, G)
+        keep = (w_hh.contiguous(), acts, cs, dhs.contiguous(), dg)  # alive through the call
+        lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep])
+        flat = dg.view(B * T, G)
+        # the gradient of each row of the table: a word's is the sum over its positions
+        dtable = flat if rows is None else torch.zeros(x.shape[0], G).index_add_(0, rows.view(-1), flat)
+        dx = torch.mm(dtable, w_ih) if ctx.needs_input_grad[0] else None
+        dw_ih = torch.mm(dtable.t(), x)
+        # sum over steps of dg_t^T h_{t-1}, h_{t-1} the output one position before (after, in
+        # reverse): one product of the flat arrays shifted by a row (no copy), less the pairs that
+        # shift made across two texts (each text's first step, which has no h_{t-1})
+        hflat = hs.view(B * T, H)
+        if ctx.reverse:
+            dw_hh = torch.mm(flat[:-1].t(), hflat[1:]) - torch.mm(dg[:-1, T - 1].t(), hs[1:, 0])
+        else:
+            dw_hh = torch.mm(flat[1:].t(), hflat[:-1]) - torch.mm(dg[1:, 0].t(), hs[:-1, T - 1])
+        db = flat.sum(0)
+        return dx, None, dw_ih, dw_hh, db, db, None, None
+
+
+def trains(rnn: nn.RNNBase, x: torch.Tensor) -> bool:
+    """Whether ``rnn(x)`` in training takes the C kernel: an LSTM (no projection, with biases) on a
+    CPU in float32 (not under bfloat16 autocast: that is oneDNN's, with AMX where the CPU has it)
+    with gradients on, its weights float32 and its hidden size within the kernel's scratch."""
+    return (
+        isinstance(rnn, nn.LSTM)
+        and rnn.training
+        and torch.is_grad_enabled()
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 3
+        and x.shape[1] > 0
+        and kernel_dtype() == torch.float32
+        and rnn.bias
+        and not rnn.proj_size
+        and rnn.hidden_size <= MAX_HIDDEN
+        and all(p.dtype == torch.float32 for p in rnn.parameters())
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.onnx.is_in_onnx_export()
+        and library() is not None
+    )
+
+
+def lstm_train(
+    rnn: nn.RNNBase, x: torch.Tensor, words: tuple[torch.Tensor, nn.Embedding] | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """What ``rnn(x)`` computes in training for texts of one length, by the C kernel where it is
+    the faster (``lstm_layers``); else None, and the caller runs PyTorch's layer. ``words``: the
+    token ids (B, T) and the embedding that made x, when x is their embeddings unchanged (no
+    dropout, no adversarial push). Installed as models.training_kernel.
+
+    Where it runs: wherever ``trains`` holds, except one case. With ``words`` the first layer
+    projects each distinct word of the batch once; without them every position is projected, and
+    on an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is then the faster (0.89-0.96x
+    measured for the kernel; on AVX2 the kernel is 1.06x, and with ``words`` 1.17x on AVX-512
+    and 1.41x on AVX2: benchmarks/training_kernel.py)."""
+    if not trains(rnn, x) or (words is None and "avx512f" in cpu_flags()):
+        return None
+    return lstm_layers(rnn, x, words)
+
+
+def lstm_layers(
+    rnn: nn.RNNBase, x: torch.Tensor, words: tuple[torch.Tensor, nn.Embedding] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rnn(x)`` for an LSTM in training mode over texts of one length, float32, by the C kernel:
+    the outputs (B, T, dirs*H) and the top layer's last state of each direction (B, dirs*H).
+    ``words`` as lstm_train's."""
+    B, T, _ = x.shape
+    dirs = 2 if rnn.bidirectional else 1
+    rows = None
+    inp = x.reshape(B * T, -1).contiguous()
+    if words is not None:
+        distinct, rows = torch.unique(words[0], return_inverse=True)
+        inp = words[1](distinct)  # (U, E), through the embedding: its gradient (sparse or dense, padding row) is its own
+    for layer in range(rnn.num_layers):
+        outs = [_LSTMDirection.apply(inp, rows, *rnn.all_weights[layer * dirs + d], d == 1, T) for d in range(dirs)]
+        x = torch.cat(outs, dim=2) if dirs == 2 else outs[0]
+        inp, rows = x.reshape(B * T, -1), None
+    last = [outs[0][:, -1]] + ([outs[1][:, 0]] if dirs == 2 else [])
+    return x, torch.cat(last, dim=1)
+
+
+models.training_kernel = lstm_train

@@ -27,6 +27,13 @@ from .config import ModelConfig
 Hook = Callable[[torch.Tensor], torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+# A faster float32 CPU path for the recurrent layer in training, installed by fastrnn.py (which
+# builds on this module, so this one cannot import it): fn(rnn, x) -> (outputs, last states) where
+# it applies, else None. None here: PyTorch's layer always.
+TrainingKernel = Callable[
+    [nn.RNNBase, torch.Tensor, "tuple[torch.Tensor, nn.Embedding] | None"], "tuple[torch.Tensor, torch.Tensor] | None"
+]
+training_kernel: TrainingKernel | None = None
 # The cells' functions on explicit weights (one layer, one direction): they return the outputs, then the final state(s)
 _RUN: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 
@@ -183,6 +190,11 @@ class RNNClassifier(nn.Module):
         # nn.LSTM's own dropout between layers draws from the global generator: not in training
         inner_dropout = self.training and self.config.num_layers > 1 and self.config.dropout > 0
         if bool((lengths == T).all()) and not inner_dropout:
+            # the recurrent layer reads the embeddings as they are: the kernel may project each word once
+            words = (ids, self.embedding) if embedding_hook is None and not self.embedding_dropout.p else None
+            fast = training_kernel(self.rnn, x, words) if training_kernel is not None else None
+            if fast is not None:  # float32 training on a CPU: the C kernel (fastrnn.lstm_train)
+                return fast
             out, h = self.rnn(x)  # (B, T, dirs*H): one call, PyTorch's fast path
             h = h[0] if isinstance(h, tuple) else h  # LSTM: (h_n, c_n)
             dirs = 2 if self.config.bidirectional else 1

@@ -181,3 +181,92 @@ void rnn_seq_f32(int cell, int64_t n, int64_t H, int64_t T, int reverse,
         }
     }
 }
+
+/* Training, float32, LSTM: one layer and direction over B rows that all run T steps (training
+   batches are cut to one length). Forward: position (b, p) reads its x W_ih^T + b_ih from row
+   rows[b * T + p] of table (N, G) (one row per position, or one per distinct word),
+   wt (H, G) is W_hh transposed and bias (G) b_hh; it writes, at each position in text order, the
+   activated gates (i, f, g, o) to acts (B, T, G), the cell to cs (B, T, H) and the output to hs
+   (B, T, H). reverse: the steps run from the last position to the first. The product is the
+   sequence kernel's (RB rows at a time), the gates the step kernel's arithmetic. */
+static void lstm_gates_train(int64_t H, const float *restrict xp, const float *restrict g, const float *restrict cprev,
+                             float *restrict act, float *restrict c, float *restrict h) {
+    for (int64_t j = 0; j < H; j++) {
+        const float i = sigmoid_(xp[j] + g[j]);
+        const float f = sigmoid_(xp[H + j] + g[H + j]);
+        const float u = tanh_(xp[2 * H + j] + g[2 * H + j]);
+        const float o = sigmoid_(xp[3 * H + j] + g[3 * H + j]);
+        const float cn = f * cprev[j] + i * u;
+        act[j] = i;
+        act[H + j] = f;
+        act[2 * H + j] = u;
+        act[3 * H + j] = o;
+        c[j] = cn;
+        h[j] = o * tanh_(cn);
+    }
+}
+
+void lstm_train_forward(int64_t B, int64_t H, int64_t T, int reverse, const float *table, const int64_t *rows, const float *wt,
+                        const float *bias,
+                        float *acts, float *cs, float *hs) {
+    const int64_t G = 4 * H;
+    float g[RB * 4 * 1024], hblk[RB * 1024], zero[1024];
+    for (int64_t j = 0; j < H; j++) zero[j] = 0.0f;
+    for (int64_t b0 = 0; b0 < B; b0 += RB) {
+        const int64_t rb = B - b0 < RB ? B - b0 : RB;
+        for (int64_t j = 0; j < RB * H; j++) hblk[j] = 0.0f; /* a partial block's missing rows stay 0 */
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t p = reverse ? T - 1 - t : t, q = reverse ? p + 1 : p - 1; /* q: the step before */
+            product_block(H, G, wt, bias, hblk, g); /* all RB rows: a partial block costs a whole one */
+            for (int64_t r = 0; r < rb; r++) {
+                const int64_t at = (b0 + r) * T;
+                lstm_gates_train(H, table + rows[at + p] * G, g + r * G, t ? cs + (at + q) * H : zero, acts + (at + p) * G,
+                                 cs + (at + p) * H, hs + (at + p) * H);
+                for (int64_t j = 0; j < H; j++) hblk[r * H + j] = hs[(at + p) * H + j];
+            }
+        }
+    }
+}
+
+/* Backward of lstm_train_forward: dhs (B, T, H) is the loss's gradient with respect to each output
+   (from the layers above; the recurrence adds its own here), w (G, H) is W_hh as PyTorch stores it.
+   Writes dg (B, T, G), the gradient with respect to the gates before their activations, from which
+   the caller gets every weight's gradient and the input's by matrix products. */
+static void lstm_gates_back(int64_t H, const float *restrict act, const float *restrict c, const float *restrict cprev,
+                            const float *restrict dh_out, const float *restrict dh_rec, float *restrict dc, float *restrict dg) {
+    for (int64_t j = 0; j < H; j++) {
+        const float i = act[j], f = act[H + j], u = act[2 * H + j], o = act[3 * H + j];
+        const float tc = tanh_(c[j]);
+        const float dh = dh_out[j] + dh_rec[j];
+        const float dcn = dh * o * (1.0f - tc * tc) + dc[j];
+        dg[j] = dcn * u * i * (1.0f - i);
+        dg[H + j] = dcn * cprev[j] * f * (1.0f - f);
+        dg[2 * H + j] = dcn * i * (1.0f - u * u);
+        dg[3 * H + j] = dh * tc * o * (1.0f - o);
+        dc[j] = dcn * f;
+    }
+}
+
+void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const float *w, const float *acts, const float *cs,
+                         const float *dhs, float *dg) {
+    const int64_t G = 4 * H;
+    float dgblk[RB * 4 * 1024], dh[RB * 1024], dc[RB * 1024], zero[4 * 1024];
+    for (int64_t j = 0; j < G; j++) zero[j] = 0.0f;
+    for (int64_t b0 = 0; b0 < B; b0 += RB) {
+        const int64_t rb = B - b0 < RB ? B - b0 : RB;
+        for (int64_t j = 0; j < RB * H; j++) dh[j] = dc[j] = 0.0f;
+        for (int64_t j = 0; j < RB * G; j++) dgblk[j] = 0.0f; /* a partial block's missing rows stay 0 */
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const int64_t p = reverse ? T - 1 - t : t, q = reverse ? p + 1 : p - 1;
+            for (int64_t r = 0; r < rb; r++) {
+                const int64_t at = (b0 + r) * T;
+                lstm_gates_back(H, acts + (at + p) * G, cs + (at + p) * H, t ? cs + (at + q) * H : zero, dhs + (at + p) * H,
+                                dh + r * H, dc + r * H, dgblk + r * G);
+                for (int64_t j = 0; j < G; j++) dg[(at + p) * G + j] = dgblk[r * G + j];
+            }
+            if (t == 0) break;
+            /* the recurrent gradient for the step before: dh = dg W_hh, the product with G and H swapped */
+            product_block(G, H, w, zero, dgblk, dh);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+"""Float32 training: the C kernel (fastrnn.lstm_train) against PyTorch's own LSTM (oneDNN), for the
+seed model and the default model, in the CPU profiles of speed.py (as_is; no_bf16: as an AVX2 CPU
+without bfloat16 runs, TEXTRNN_CPU=avx2), each profile in a fresh process.
+
+Two figures per model, the two paths alternating within one process (``models.training_kernel``
+set or None):
+- one piece: forward and backward of one training piece on one core (16 texts of 200 tokens for
+  the seed model, 11 of 400 for the default: the pieces the trainer cuts IMDB's batches into),
+  median ms over ``--repeats`` rounds of 5 steps;
+- one epoch: ``TextClassifier.fit`` for one epoch on 6,000 generated texts (10-400 words, lengths
+  log-normal as IMDB's, words drawn from a Zipf law over 30,000, as real text repeats its words; no
+  real data needed), both cores, tokens per second.
+
+    python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5]
+
+Writes benchmarks/results/training-kernel-<date>.json (machine, versions, every timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PROFILES = {"as_is": {}, "no_bf16": {"TEXTRNN_CPU": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
+PIECES = {"seed": (16, 200), "default": (11, 400)}
+
+
+def _config(name: str):
+    from textrnn.config import Config
+
+    config = Config.from_toml(REPO / "configs" / "seed.toml") if name == "seed" else Config()
+    # one model, no adversarial pass: what IMDB's size decides for the default ("auto")
+    return config.override(
+        {"model.members": 1, "train.adversarial": 0.0, "runtime.precision": "float32", "train.early_stopping_patience": None}
+    )
+
+
+def zipf_ids(n: int, vocab: int, generator) -> "torch.Tensor":  # noqa: F821
+    import torch
+
+    weights = 1.0 / torch.arange(1, vocab, dtype=torch.float64)
+    return torch.multinomial(weights, n, replacement=True, generator=generator) + 1
+
+
+def pieces(repeats: int) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
+    from textrnn import models
+    from textrnn.models import build_model
+    from textrnn.runtime import flush_denormals
+
+    kernel = models.training_kernel
+    torch.set_num_threads(1)
+    flush_denormals()
+    rows = []
+    for name, (B, T) in PIECES.items():
+        torch.manual_seed(0)
+        model = build_model(_config(name).model, 20_000, 2).train()
+        model.embedding.sparse = True  # as the trainer's side-by-side pieces
+        ids = zipf_ids(B * T, 20_000, torch.Generator().manual_seed(0)).view(B, T)
+        lengths, y = torch.full((B,), T), torch.randint(0, 2, (B,)).float()
+        params = list(model.parameters())
+
+        def step():
+            loss = F.binary_cross_entropy_with_logits(model(ids, lengths).squeeze(1), y)
+            return torch.autograd.grad(loss, params)
+
+        times: dict[str, list[float]] = {"kernel": [], "pytorch": []}
+        for _ in range(repeats):
+            for path in times:
+                models.training_kernel = kernel if path == "kernel" else None
+                step()
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    step()
+                times[path].append((time.perf_counter() - t0) / 5 * 1e3)
+        models.training_kernel = kernel
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        rows.append(
+            {
+                "model": name,
+                "rows": B,
+                "tokens": T,
+                "distinct_words": int(ids.unique().numel()),
+                "ms": ms,
+                "speedup": ms["pytorch"] / ms["kernel"],
+                "timings_ms": times,
+            }
+        )
+        print(f"  piece {name:8s} {B} x {T}: kernel {ms['kernel']:.1f} ms, pytorch {ms['pytorch']:.1f} ms: {rows[-1]['speedup']:.2f}x")
+    return rows
+
+
+def epochs(repeats: int) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from textrnn import TextClassifier, models
+
+    kernel = models.training_kernel
+    rng = np.random.default_rng(0)
+    lengths = np.clip(rng.lognormal(5.2, 0.6, 6000), 10, 400).astype(int)
+    words = zipf_ids(int(lengths.sum()), 30_000, torch.Generator().manual_seed(1)).numpy()
+    cuts = np.cumsum(lengths)[:-1]
+    texts = [" ".join(f"w{i}" for i in part) for part in np.split(words, cuts)]
+    labels = rng.integers(0, 2, len(texts)).tolist()
+    rows = []
+    for name in PIECES:
+        config = _config(name).override({"train.epochs": 1, "data.validation_split": 0.0})
+        tokens: dict[str, list[float]] = {"kernel": [], "pytorch": []}
+        for _ in range(repeats):
+            for path in tokens:
+                models.training_kernel = kernel if path == "kernel" else None
+                clf = TextClassifier(config).fit(texts, labels, progress=False)
+                tokens[path].append(clf.history_[-1]["tokens_per_s"])
+        models.training_kernel = kernel
+        med = {k: statistics.median(v) for k, v in tokens.items()}
+        rows.append({"model": name, "tokens_per_s": med, "speedup": med["kernel"] / med["pytorch"], "runs_tokens_per_s": tokens})
+        print(f"  epoch {name:8s}: kernel {med['kernel']:,.0f} tokens/s, pytorch {med['pytorch']:,.0f}: {rows[-1]['speedup']:.2f}x")
+    return rows
+
+
+def measure(repeats: int) -> dict:
+    from textrnn.pipeline import environment
+
+    return {"environment": environment(), "pieces": pieces(repeats), "epochs": epochs(max(1, repeats // 2))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profiles", default="as_is,no_bf16")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    if args.child:
+        sys.path.insert(0, str(REPO / "src"))
+        print(json.dumps(measure(args.repeats)))
+        return 0
+    result: dict = {"date": dt.date.today().isoformat(), "what": __doc__.split("\n\n")[0], "repeats": args.repeats, "profiles": {}}
+    for profile in args.profiles.split(","):
+        print(f"--- {profile}", flush=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA")}
+        env.update(PROFILES[profile], PYTHONPATH=str(REPO / "src"))
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env, capture_output=True, text=True, check=True
+        )
+        print("\n".join(line for line in done.stdout.splitlines() if line.startswith("  ")), flush=True)
+        result["profiles"][profile] = json.loads(done.stdout.strip().splitlines()[-1])
+    path = Path(args.out) / f"training-kernel-{result['date']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
