@@ -133,8 +133,8 @@ def _load() -> ctypes.CDLL | None:
     lib.rnn_seq_f32.restype = None
     lib.rnn_seq_f32.argtypes = [ctypes.c_int, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p, i64, p, p]
     lib.lstm_train_forward.restype = lib.lstm_train_backward.restype = None
-    lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p]
-    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p]
+    lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p]
+    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p]
     return lib
 
 
@@ -384,22 +384,22 @@ class _LSTMDirection(torch.autograd.Function):
         positions = rows if rows is not None else torch.arange(x.shape[0]).view(-1, steps)
         B, T = positions.shape
         table = torch.addmm(b_ih, x, w_ih.t())  # (N, G)
-        acts, cs, hs = torch.empty(B, T, G), torch.empty(B, T, H), torch.empty(B, T, H)
-        keep = (table, positions, w_hh.t().contiguous(), b_hh.contiguous(), acts, cs, hs)  # alive through the call
+        acts, cs, tcs, hs = torch.empty(B, T, G), torch.empty(B, T, H), torch.empty(B, T, H), torch.empty(B, T, H)
+        keep = (table, positions, w_hh.t().contiguous(), b_hh.contiguous(), acts, cs, tcs, hs)  # alive through the call
         lib.lstm_train_forward(B, H, T, int(reverse), *[t.data_ptr() for t in keep])
         ctx.reverse = reverse
-        ctx.save_for_backward(x, rows, w_ih, w_hh, acts, cs, hs)
+        ctx.save_for_backward(x, rows, w_ih, w_hh, acts, cs, tcs, hs)
         return hs
 
     @staticmethod
     def backward(ctx, dhs):  # type: ignore[override]
         lib = library()
         assert lib is not None
-        x, rows, w_ih, w_hh, acts, cs, hs = ctx.saved_tensors
+        x, rows, w_ih, w_hh, acts, cs, tcs, hs = ctx.saved_tensors
         B, T, G = acts.shape
         H = G // 4
         dg = torch.empty(B, T, G)
-        keep = (w_hh.contiguous(), acts, cs, dhs.contiguous(), dg)  # alive through the call
+        keep = (w_hh.contiguous(), acts, cs, tcs, dhs.contiguous(), dg)  # alive through the call
         lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep])
         flat = dg.view(B * T, G)
         # the gradient of each row of the table: a word's is the sum over its positions

@@ -186,11 +186,11 @@ void rnn_seq_f32(int cell, int64_t n, int64_t H, int64_t T, int reverse,
    batches are cut to one length). Forward: position (b, p) reads its x W_ih^T + b_ih from row
    rows[b * T + p] of table (N, G) (one row per position, or one per distinct word),
    wt (H, G) is W_hh transposed and bias (G) b_hh; it writes, at each position in text order, the
-   activated gates (i, f, g, o) to acts (B, T, G), the cell to cs (B, T, H) and the output to hs
-   (B, T, H). reverse: the steps run from the last position to the first. The product is the
+   activated gates (i, f, g, o) to acts (B, T, G), the cell to cs (B, T, H), its tanh to tcs
+   (B, T, H) and the output to hs (B, T, H). reverse: the steps run from the last position to the first. The product is the
    sequence kernel's (RB rows at a time), the gates the step kernel's arithmetic. */
 static void lstm_gates_train(int64_t H, const float *restrict xp, const float *restrict g, const float *restrict cprev,
-                             float *restrict act, float *restrict c, float *restrict h) {
+                             float *restrict act, float *restrict c, float *restrict tc, float *restrict h) {
     for (int64_t j = 0; j < H; j++) {
         const float i = sigmoid_(xp[j] + g[j]);
         const float f = sigmoid_(xp[H + j] + g[H + j]);
@@ -202,13 +202,13 @@ static void lstm_gates_train(int64_t H, const float *restrict xp, const float *r
         act[2 * H + j] = u;
         act[3 * H + j] = o;
         c[j] = cn;
-        h[j] = o * tanh_(cn);
+        tc[j] = tanh_(cn); /* kept for the backward pass */
+        h[j] = o * tc[j];
     }
 }
 
 void lstm_train_forward(int64_t B, int64_t H, int64_t T, int reverse, const float *table, const int64_t *rows, const float *wt,
-                        const float *bias,
-                        float *acts, float *cs, float *hs) {
+                        const float *bias, float *acts, float *cs, float *tcs, float *hs) {
     const int64_t G = 4 * H;
     float g[RB * 4 * 1024], hblk[RB * 1024], zero[1024];
     for (int64_t j = 0; j < H; j++) zero[j] = 0.0f;
@@ -221,7 +221,7 @@ void lstm_train_forward(int64_t B, int64_t H, int64_t T, int reverse, const floa
             for (int64_t r = 0; r < rb; r++) {
                 const int64_t at = (b0 + r) * T;
                 lstm_gates_train(H, table + rows[at + p] * G, g + r * G, t ? cs + (at + q) * H : zero, acts + (at + p) * G,
-                                 cs + (at + p) * H, hs + (at + p) * H);
+                                 cs + (at + p) * H, tcs + (at + p) * H, hs + (at + p) * H);
                 for (int64_t j = 0; j < H; j++) hblk[r * H + j] = hs[(at + p) * H + j];
             }
         }
@@ -232,11 +232,11 @@ void lstm_train_forward(int64_t B, int64_t H, int64_t T, int reverse, const floa
    (from the layers above; the recurrence adds its own here), w (G, H) is W_hh as PyTorch stores it.
    Writes dg (B, T, G), the gradient with respect to the gates before their activations, from which
    the caller gets every weight's gradient and the input's by matrix products. */
-static void lstm_gates_back(int64_t H, const float *restrict act, const float *restrict c, const float *restrict cprev,
+static void lstm_gates_back(int64_t H, const float *restrict act, const float *restrict tcn, const float *restrict cprev,
                             const float *restrict dh_out, const float *restrict dh_rec, float *restrict dc, float *restrict dg) {
     for (int64_t j = 0; j < H; j++) {
         const float i = act[j], f = act[H + j], u = act[2 * H + j], o = act[3 * H + j];
-        const float tc = tanh_(c[j]);
+        const float tc = tcn[j];
         const float dh = dh_out[j] + dh_rec[j];
         const float dcn = dh * o * (1.0f - tc * tc) + dc[j];
         dg[j] = dcn * u * i * (1.0f - i);
@@ -248,7 +248,7 @@ static void lstm_gates_back(int64_t H, const float *restrict act, const float *r
 }
 
 void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const float *w, const float *acts, const float *cs,
-                         const float *dhs, float *dg) {
+                         const float *tcs, const float *dhs, float *dg) {
     const int64_t G = 4 * H;
     float dgblk[RB * 4 * 1024], dh[RB * 1024], dc[RB * 1024], zero[4 * 1024];
     for (int64_t j = 0; j < G; j++) zero[j] = 0.0f;
@@ -260,7 +260,7 @@ void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const flo
             const int64_t p = reverse ? T - 1 - t : t, q = reverse ? p + 1 : p - 1;
             for (int64_t r = 0; r < rb; r++) {
                 const int64_t at = (b0 + r) * T;
-                lstm_gates_back(H, acts + (at + p) * G, cs + (at + p) * H, t ? cs + (at + q) * H : zero, dhs + (at + p) * H,
+                lstm_gates_back(H, acts + (at + p) * G, tcs + (at + p) * H, t ? cs + (at + q) * H : zero, dhs + (at + p) * H,
                                 dh + r * H, dc + r * H, dgblk + r * G);
                 for (int64_t j = 0; j < G; j++) dg[(at + p) * G + j] = dgblk[r * G + j];
             }
