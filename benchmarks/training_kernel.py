@@ -13,6 +13,10 @@ set or None):
 
     python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5]
 
+Where the kernel does not run (lstm_train returns None: on an AVX-512 CPU, a model whose embeddings
+pass through dropout, as the default model's do), both columns are PyTorch's layer, and their
+ratio shows the noise of the measurement.
+
 Writes benchmarks/results/training-kernel-<date>.json (machine, versions, every timing).
 """
 

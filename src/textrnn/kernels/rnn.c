@@ -183,12 +183,13 @@ void rnn_seq_f32(int cell, int64_t n, int64_t H, int64_t T, int reverse,
 }
 
 /* Training, float32, LSTM: one layer and direction over B rows that all run T steps (training
-   batches are cut to one length). Forward: position (b, p) reads its x W_ih^T + b_ih from row
-   rows[b * T + p] of table (N, G) (one row per position, or one per distinct word),
-   wt (H, G) is W_hh transposed and bias (G) b_hh; it writes, at each position in text order, the
-   activated gates (i, f, g, o) to acts (B, T, G), the cell to cs (B, T, H), its tanh to tcs
-   (B, T, H) and the output to hs (B, T, H). reverse: the steps run from the last position to the first. The product is the
-   sequence kernel's (RB rows at a time), the gates the step kernel's arithmetic. */
+   batches are cut to one length). Forward: position (b, p) reads x W_ih^T from row
+   rows[b * T + p] of table (N, G) (one row per position, or one per distinct word); wt (H, G) is
+   W_hh transposed and bias (G) is b_ih + b_hh, added with the recurrent product. It writes, at
+   each position in text order, the activated gates (i, f, g, o) to acts (B, T, G), the cell to cs
+   (B, T, H), its tanh to tcs (B, T, H) and the output to hs (B, T, H). reverse: the steps run from
+   the last position to the first. The product is the sequence kernel's (RB rows at a time, a
+   partial block computed whole), the gates the step kernel's arithmetic. */
 static void lstm_gates_train(int64_t H, const float *restrict xp, const float *restrict g, const float *restrict cprev,
                              float *restrict act, float *restrict c, float *restrict tc, float *restrict h) {
     for (int64_t j = 0; j < H; j++) {
