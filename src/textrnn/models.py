@@ -28,8 +28,9 @@ Hook = Callable[[torch.Tensor], torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 # A faster float32 CPU path for the recurrent layer in training, installed by fastrnn.py (which
-# builds on this module, so this one cannot import it): fn(rnn, x) -> (outputs, last states) where
-# it applies, else None. None here: PyTorch's layer always.
+# builds on this module, so this one cannot import it): fn(rnn, x, words) -> (outputs, last states)
+# where it applies, else None; words: the token ids and the embedding when x is their embeddings
+# unchanged, else None. None here: PyTorch's layer always.
 TrainingKernel = Callable[
     [nn.RNNBase, torch.Tensor, "tuple[torch.Tensor, nn.Embedding] | None"], "tuple[torch.Tensor, torch.Tensor] | None"
 ]
