@@ -2,22 +2,24 @@
 seed model and the default model, in the CPU profiles of speed.py (as_is; no_bf16: as an AVX2 CPU
 without bfloat16 runs, TEXTRNN_CPU=avx2), each profile in a fresh process.
 
-Two figures per model, the two paths alternating within one process (``models.training_kernel``
-set or None):
+Three paths, alternating within one process (``models.training_kernel`` set three ways): the
+kernel as installed (the first layer projects each distinct word once, of the batch, or of each
+text where the embeddings pass through a dropout mask per text, where they are few enough:
+fastrnn.DISTINCT_MAX_SHARE), the kernel projecting every position, and PyTorch's layer. Figures:
 - one piece: forward and backward of one training piece on one core (16 texts of 200 tokens for
-  the seed model, 11 of 400 for the default: the pieces the trainer cuts IMDB's batches into),
-  median ms over ``--repeats`` rounds of 5 steps;
+  the seed model, 11 of 400 for the default: the pieces the trainer cuts IMDB's batches into; and
+  the default model on 64 sentences of 24 tokens), median ms over ``--repeats`` rounds of 5 steps;
 - one epoch: ``TextClassifier.fit`` for one epoch on 6,000 generated texts (10-400 words, lengths
   log-normal as IMDB's, words drawn from a Zipf law over 30,000, as real text repeats its words; no
   real data needed), both cores, tokens per second.
 
-    python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5]
+    python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5] [--tag NAME]
 
-Where the kernel does not run (lstm_train returns None: on an AVX-512 CPU, a model whose embeddings
-pass through dropout, as the default model's do), both columns are PyTorch's layer, and their
-ratio shows the noise of the measurement.
+Where the kernel does not run (lstm_train returns None: on an AVX-512 CPU when every position is
+projected), the per-position and PyTorch columns are both PyTorch's layer, and their ratio shows
+the noise of the measurement.
 
-Writes benchmarks/results/training-kernel-<date>.json (machine, versions, every timing).
+Writes benchmarks/results/training-kernel-<date>[-tag].json (machine, versions, every timing).
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PROFILES = {"as_is": {}, "no_bf16": {"TEXTRNN_CPU": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
-PIECES = {"seed": (16, 200), "default": (11, 400)}
+# model, rows, tokens: the pieces the trainer cuts IMDB's batches into, and a batch of short sentences
+PIECES = {"seed": ("seed", 16, 200), "default": ("default", 11, 400), "default_short": ("default", 64, 24)}
+PATHS = ("kernel", "per_position", "pytorch")
 
 
 def _config(name: str):
@@ -67,9 +71,9 @@ def pieces(repeats: int) -> list[dict]:
     torch.set_num_threads(1)
     flush_denormals()
     rows = []
-    for name, (B, T) in PIECES.items():
+    for name, (config_name, B, T) in PIECES.items():
         torch.manual_seed(0)
-        model = build_model(_config(name).model, 20_000, 2).train()
+        model = build_model(_config(config_name).model, 20_000, 2).train()
         model.embedding.sparse = True  # as the trainer's side-by-side pieces
         ids = zipf_ids(B * T, 20_000, torch.Generator().manual_seed(0)).view(B, T)
         lengths, y = torch.full((B,), T), torch.randint(0, 2, (B,)).float()
@@ -79,10 +83,10 @@ def pieces(repeats: int) -> list[dict]:
             loss = F.binary_cross_entropy_with_logits(model(ids, lengths).squeeze(1), y)
             return torch.autograd.grad(loss, params)
 
-        times: dict[str, list[float]] = {"kernel": [], "pytorch": []}
+        times: dict[str, list[float]] = {path: [] for path in PATHS}
         for _ in range(repeats):
             for path in times:
-                models.training_kernel = kernel if path == "kernel" else None
+                models.training_kernel = _path(kernel, path)
                 step()
                 t0 = time.perf_counter()
                 for _ in range(5):
@@ -96,13 +100,28 @@ def pieces(repeats: int) -> list[dict]:
                 "rows": B,
                 "tokens": T,
                 "distinct_words": int(ids.unique().numel()),
+                "distinct_words_of_each_text": int(sum(row.unique().numel() for row in ids)),
                 "ms": ms,
                 "speedup": ms["pytorch"] / ms["kernel"],
+                "speedup_over_per_position": ms["per_position"] / ms["kernel"],
                 "timings_ms": times,
             }
         )
-        print(f"  piece {name:8s} {B} x {T}: kernel {ms['kernel']:.1f} ms, pytorch {ms['pytorch']:.1f} ms: {rows[-1]['speedup']:.2f}x")
+        print(
+            f"  piece {name:13s} {B} x {T}: kernel {ms['kernel']:.1f} ms, per position {ms['per_position']:.1f} ms, "
+            f"pytorch {ms['pytorch']:.1f} ms: {rows[-1]['speedup']:.2f}x, {rows[-1]['speedup_over_per_position']:.2f}x"
+        )
     return rows
+
+
+def _path(kernel, path: str):
+    """models.training_kernel for one path: the kernel as installed (each distinct word projected
+    once where few enough), the kernel with every position projected, or None (PyTorch's layer)."""
+    if path == "kernel":
+        return kernel
+    if path == "per_position":
+        return lambda rnn, x, words: kernel(rnn, x, None)
+    return None
 
 
 def epochs(repeats: int) -> list[dict]:
@@ -119,18 +138,22 @@ def epochs(repeats: int) -> list[dict]:
     texts = [" ".join(f"w{i}" for i in part) for part in np.split(words, cuts)]
     labels = rng.integers(0, 2, len(texts)).tolist()
     rows = []
-    for name in PIECES:
+    for name in ("seed", "default"):
         config = _config(name).override({"train.epochs": 1, "data.validation_split": 0.0})
-        tokens: dict[str, list[float]] = {"kernel": [], "pytorch": []}
+        tokens: dict[str, list[float]] = {path: [] for path in PATHS}
         for _ in range(repeats):
             for path in tokens:
-                models.training_kernel = kernel if path == "kernel" else None
+                models.training_kernel = _path(kernel, path)
                 clf = TextClassifier(config).fit(texts, labels, progress=False)
                 tokens[path].append(clf.history_[-1]["tokens_per_s"])
         models.training_kernel = kernel
         med = {k: statistics.median(v) for k, v in tokens.items()}
-        rows.append({"model": name, "tokens_per_s": med, "speedup": med["kernel"] / med["pytorch"], "runs_tokens_per_s": tokens})
-        print(f"  epoch {name:8s}: kernel {med['kernel']:,.0f} tokens/s, pytorch {med['pytorch']:,.0f}: {rows[-1]['speedup']:.2f}x")
+        speedups = {"speedup": med["kernel"] / med["pytorch"], "speedup_over_per_position": med["kernel"] / med["per_position"]}
+        rows.append({"model": name, "tokens_per_s": med, **speedups, "runs_tokens_per_s": tokens})
+        print(
+            f"  epoch {name:8s}: kernel {med['kernel']:,.0f} tokens/s, per position {med['per_position']:,.0f}, "
+            f"pytorch {med['pytorch']:,.0f}: {speedups['speedup']:.2f}x, {speedups['speedup_over_per_position']:.2f}x"
+        )
     return rows
 
 
@@ -146,6 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--tag", default="", help="appended to the results file's name")
     args = ap.parse_args(argv)
     if args.child:
         sys.path.insert(0, str(REPO / "src"))
@@ -161,7 +185,7 @@ def main(argv=None) -> int:
         )
         print("\n".join(line for line in done.stdout.splitlines() if line.startswith("  ")), flush=True)
         result["profiles"][profile] = json.loads(done.stdout.strip().splitlines()[-1])
-    path = Path(args.out) / f"training-kernel-{result['date']}.json"
+    path = Path(args.out) / f"training-kernel-{result['date']}{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
     return 0

@@ -8,7 +8,7 @@ from conftest import needs_native_bf16
 from textrnn import fastrnn
 from textrnn.config import ModelConfig
 from textrnn.inference import forward, predict_logits
-from textrnn.models import RNNClassifier, build_model, masked_pool
+from textrnn.models import RNNClassifier, Words, build_model, masked_pool
 from textrnn.runtime import autocast, cpu_flags
 
 pytestmark = pytest.mark.skipif(fastrnn.library() is None, reason="no C compiler: the kernel is not built")
@@ -270,16 +270,20 @@ def test_the_training_kernel_gives_pytorchs_outputs_and_gradients(bidirectional,
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_the_training_kernel_projects_each_distinct_word_once_with_the_same_gradients(bidirectional):
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_training_kernel_projects_each_distinct_word_once_with_the_same_gradients(bidirectional, masked):
+    """Each distinct word of the batch, or with a dropout mask per text each distinct word of each
+    text, is projected once: outputs and gradients are those of every position's vector."""
     torch.manual_seed(0)
     embedding = torch.nn.Embedding(30, 6, padding_idx=0)
     rnn = torch.nn.LSTM(6, 8, num_layers=2, batch_first=True, bidirectional=bidirectional).train()
     ids = torch.randint(0, 12, (9, 13))  # words repeat within and across texts; 0 is the padding row
+    mask = (torch.rand(9, 1, 6) > 0.3).float() / 0.7 if masked else None
     weights = (torch.randn(9, 13, 16 if bidirectional else 8), torch.randn(9, 16 if bidirectional else 8))
     results = []
-    for words in (None, (ids, embedding)):
-        x = embedding(ids)
-        out, last = _pytorch(rnn, x) if words is None else fastrnn.lstm_layers(rnn, x, words)
+    for words in (None, Words(ids, embedding, mask)):
+        x = embedding(ids) if mask is None else embedding(ids) * mask
+        out, last = _pytorch(rnn, x) if words is None else fastrnn.lstm_layers(rnn, x, fastrnn.distinct_inputs(words, max_share=1.0))
         loss = (out * weights[0]).sum() + (last * weights[1]).sum()
         results.append((out, last, torch.autograd.grad(loss, [embedding.weight, *rnn.parameters()])))
     (ref_out, ref_last, ref_grads), (out, last, grads) = results
@@ -290,18 +294,35 @@ def test_the_training_kernel_projects_each_distinct_word_once_with_the_same_grad
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_training_a_classifier_takes_the_kernel_and_matches_pytorchs_step(monkeypatch):
-    model = model_for(bidirectional=True, pooling="last+max+mean", dropout=0.0, embedding_dropout=0.0).train()
-    ids = torch.randint(1, 60, (6, 11))
+def test_distinct_words_are_projected_once_only_where_they_are_few():
+    """Texts whose words are mostly new to them (short sentences, a mask per text) project every
+    position: gathering the gradients back would cost more than the projection saves."""
+    embedding = torch.nn.Embedding(100, 4)
+    repeated = torch.tensor([[1, 2, 1, 2, 1, 2], [1, 2, 1, 2, 1, 3]])  # 3 of 12 distinct in the batch, 5 per text
+    inputs, rows = fastrnn.distinct_inputs(Words(repeated, embedding))
+    assert inputs.shape == (3, 4) and rows.tolist() == [[0, 1, 0, 1, 0, 1], [0, 1, 0, 1, 0, 2]]
+    assert fastrnn.distinct_inputs(Words(repeated, embedding, torch.ones(2, 1, 4))) is not None  # 5 of 12
+    all_new = torch.arange(1, 13).view(2, 6)
+    assert fastrnn.distinct_inputs(Words(all_new, embedding)) is None
+    assert fastrnn.distinct_inputs(Words(repeated, embedding, torch.ones(2, 1, 4)), max_share=0.3) is None
+
+
+@pytest.mark.parametrize("embedding_dropout", [0.0, 0.3])
+def test_training_a_classifier_takes_the_kernel_and_matches_pytorchs_step(monkeypatch, embedding_dropout):
+    """The kernel's step and PyTorch's, from the same generator: the same dropout mask, the same
+    logits and gradients."""
+    model = model_for(bidirectional=True, pooling="last+max+mean", dropout=0.0, embedding_dropout=embedding_dropout).train()
+    ids = torch.randint(1, 6, (6, 11))  # words repeat in each text: each distinct one projected once
     lengths = torch.full((6,), 11)  # a training batch: one length
     calls = []
     kernel = fastrnn.lstm_train
     monkeypatch.setattr("textrnn.models.training_kernel", lambda rnn, x, words: calls.append(words) or kernel(rnn, x, words))
-    fast = model(ids, lengths)
+    fast = model(ids, lengths, generator=torch.Generator().manual_seed(3))
     fast_grads = torch.autograd.grad(fast.sum(), list(model.parameters()))
-    assert calls and calls[0] is not None  # no dropout on the embeddings: each word projected once
+    assert calls and calls[0] is not None  # no adversarial push: each distinct word projected once
+    assert (calls[0].mask is None) == (embedding_dropout == 0)
     monkeypatch.setattr("textrnn.models.training_kernel", None)
-    ref = model(ids, lengths)
+    ref = model(ids, lengths, generator=torch.Generator().manual_seed(3))
     ref_grads = torch.autograd.grad(ref.sum(), list(model.parameters()))
     torch.testing.assert_close(fast, ref, atol=2e-6, rtol=1e-5)
     for a, b in zip(fast_grads, ref_grads):

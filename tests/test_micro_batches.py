@@ -9,7 +9,7 @@ from conftest import tiny_sentiment
 from textrnn import TextClassifier
 from textrnn.config import RuntimeConfig
 from textrnn.errors import ConfigError
-from textrnn.pieces import micro_batches
+from textrnn.pieces import GradientSum, micro_batches
 
 
 @pytest.mark.parametrize("rows,length,budget", [(64, 180, 6000), (64, 400, 6000), (64, 60, 6000), (7, 500, 100), (64, 10, None)])
@@ -47,3 +47,25 @@ def test_a_batch_in_pieces_trains_the_same_weights():
 def test_the_budget_is_checked():
     with pytest.raises(ConfigError, match="micro_batch_tokens must be greater than 0"):
         RuntimeConfig(micro_batch_tokens=0)
+
+
+def test_sparse_gradients_sum_into_one_dense_gradient_step_after_step():
+    """The dense sum kept from step to step holds each step's rows only: the last step's are zeroed
+    again, even after clipping scaled it in place."""
+    param = torch.zeros(10, 3)
+    total = GradientSum()
+
+    def sparse(rows, value):
+        return torch.sparse_coo_tensor(torch.tensor([rows]), torch.full((len(rows), 3), value), (10, 3))
+
+    first = total(param, [sparse([1, 4], 1.0), sparse([4, 7], 2.0)])
+    expected = torch.zeros(10, 3)
+    expected[1], expected[4], expected[7] = 1.0, 3.0, 2.0
+    torch.testing.assert_close(first, expected)
+    first.mul_(0.5)  # clipping, in place
+    second = total(param, [sparse([2], 5.0), sparse([2, 4], 1.0)])
+    expected = torch.zeros(10, 3)
+    expected[2], expected[4] = 6.0, 1.0
+    torch.testing.assert_close(second, expected)
+    dense = [torch.ones(10, 3), torch.full((10, 3), 2.0)]
+    torch.testing.assert_close(total(param, dense), torch.full((10, 3), 3.0))

@@ -443,37 +443,60 @@ def trains(rnn: nn.RNNBase, x: torch.Tensor) -> bool:
     )
 
 
-def lstm_train(
-    rnn: nn.RNNBase, x: torch.Tensor, words: tuple[torch.Tensor, nn.Embedding] | None = None
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """What ``rnn(x)`` computes in training for texts of one length, by the C kernel where it is
-    the faster (``lstm_layers``); else None, and the caller runs PyTorch's layer. ``words``: the
-    token ids (B, T) and the embedding that made x, when x is their embeddings unchanged (no
-    dropout, no adversarial push). Installed as models.training_kernel.
+# Above this share of distinct inputs among a batch's positions, projecting each once saves less
+# than gathering their gradients back costs: texts of ~20 words, where each word is mostly new to its
+# text, train 0.92-0.97x as fast through distinct words (one piece, AVX2, share 0.89-0.93); IMDB's
+# texts (a share of ~0.6 per text with the default's dropout, ~0.45 per batch without) gain 1.11x and
+# 1.4x (benchmarks/results/training-kernel-2026-11-30-distinct.json).
+DISTINCT_MAX_SHARE = 0.7
 
-    Where it runs: wherever ``trains`` holds, except one case. With ``words`` the first layer
-    projects each distinct word of the batch once; without them every position is projected, and
-    on an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is then the faster (0.89-0.96x
-    measured for the kernel; on AVX2 the kernel is 1.06x, and with ``words`` 1.17x on AVX-512
-    and 1.41x on AVX2: benchmarks/training_kernel.py)."""
-    if not trains(rnn, x) or (words is None and "avx512f" in cpu_flags()):
+
+def lstm_train(rnn: nn.RNNBase, x: torch.Tensor, words: models.Words | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """What ``rnn(x)`` computes in training for texts of one length, by the C kernel where it is
+    the faster (``lstm_layers``); else None, and the caller runs PyTorch's layer. ``words``: what
+    made x (models.Words: the token ids, the embedding, the dropout mask per text if any), None when
+    x came otherwise (an adversarial push). Installed as models.training_kernel.
+
+    Where it runs: wherever ``trains`` holds, except one case. With ``words`` whose distinct inputs
+    are few enough (``distinct_inputs``) the first layer projects each once; otherwise every
+    position is projected, and on an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is
+    then the faster (0.89-0.96x measured for the kernel; on AVX2 the kernel is 1.06x, and with
+    distinct words 1.17x on AVX-512 and 1.41x on AVX2 for the seed model: benchmarks/training_kernel.py)."""
+    if not trains(rnn, x):
         return None
-    return lstm_layers(rnn, x, words)
+    first = distinct_inputs(words) if words is not None else None
+    if first is None and "avx512f" in cpu_flags():
+        return None
+    return lstm_layers(rnn, x, first)
+
+
+def distinct_inputs(words: models.Words, max_share: float = DISTINCT_MAX_SHARE) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first layer's distinct input vectors (U, E) and each position's row among them (B, T):
+    each distinct word of the batch, or with a dropout mask (one per text) each distinct word of
+    each text. The vectors pass through the embedding (its gradient, sparse or dense, padding row
+    included, is its own) and the mask. None where they are over ``max_share`` of the positions."""
+    B, V = words.ids.shape[0], words.embedding.num_embeddings
+    key = words.ids
+    if words.mask is not None:  # (text, word) as one id
+        key = key + torch.arange(B, device=key.device).unsqueeze(1) * V
+    distinct, rows = torch.unique(key, return_inverse=True)
+    if distinct.numel() > max_share * key.numel():
+        return None
+    if words.mask is None:
+        return words.embedding(distinct), rows
+    return words.embedding(distinct % V) * words.mask[distinct // V, 0], rows
 
 
 def lstm_layers(
-    rnn: nn.RNNBase, x: torch.Tensor, words: tuple[torch.Tensor, nn.Embedding] | None = None
+    rnn: nn.RNNBase, x: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``rnn(x)`` for an LSTM in training mode over texts of one length, float32, by the C kernel:
     the outputs (B, T, dirs*H) and the top layer's last state of each direction (B, dirs*H).
-    ``words`` as lstm_train's."""
+    ``first``: the first layer's distinct inputs and each position's row (``distinct_inputs``),
+    or None: every position's vector of x."""
     B, T, _ = x.shape
     dirs = 2 if rnn.bidirectional else 1
-    rows = None
-    inp = x.reshape(B * T, -1).contiguous()
-    if words is not None:
-        distinct, rows = torch.unique(words[0], return_inverse=True)
-        inp = words[1](distinct)  # (U, E), through the embedding: its gradient (sparse or dense, padding row) is its own
+    inp, rows = first if first is not None else (x.reshape(B * T, -1).contiguous(), None)
     for layer in range(rnn.num_layers):
         outs = [_LSTMDirection.apply(inp, rows, *rnn.all_weights[layer * dirs + d], d == 1, T) for d in range(dirs)]
         x = torch.cat(outs, dim=2) if dirs == 2 else outs[0]

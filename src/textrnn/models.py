@@ -27,13 +27,25 @@ from .config import ModelConfig
 Hook = Callable[[torch.Tensor], torch.Tensor]
 
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+    """What made a first recurrent layer's input, when it is each token's embedding times at most a
+    dropout mask per text: the token ids (B, T), the embedding, and the mask (B, 1, E), None when
+    there is none. A kernel may then project each distinct word (of the batch; with a mask, of
+    each text) once instead of every position."""
+
+    ids: torch.Tensor
+    embedding: nn.Embedding
+    mask: torch.Tensor | None = None
+
+
 # A faster float32 CPU path for the recurrent layer in training, installed by fastrnn.py (which
 # builds on this module, so this one cannot import it): fn(rnn, x, words) -> (outputs, last states)
-# where it applies, else None; words: the token ids and the embedding when x is their embeddings
-# unchanged, else None. None here: PyTorch's layer always.
-TrainingKernel = Callable[
-    [nn.RNNBase, torch.Tensor, "tuple[torch.Tensor, nn.Embedding] | None"], "tuple[torch.Tensor, torch.Tensor] | None"
-]
+# where it applies, else None; words: what made x (Words), or None when x came otherwise (an
+# adversarial push). None here: PyTorch's layer always.
+TrainingKernel = Callable[[nn.RNNBase, torch.Tensor, "Words | None"], "tuple[torch.Tensor, torch.Tensor] | None"]
 training_kernel: TrainingKernel | None = None
 # The cells' functions on explicit weights (one layer, one direction): they return the outputs, then the final state(s)
 _RUN: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
@@ -133,8 +145,16 @@ class SpatialDropout(nn.Dropout):
     """Drops whole embedding channels for a whole text (Keras' SpatialDropout1D): dropping single
     positions would let the recurrent layer see through the gaps."""
 
+    def mask(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """The scaled mask (B, 1, E) for x (B, T, E), drawn from ``generator``; None outside
+        training or at p = 0."""
+        if not self.training or self.p == 0:
+            return None
+        return x.new_empty((x.size(0), 1, x.size(2))).bernoulli_(1 - self.p, generator=generator).div_(1 - self.p)
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:  # x: (B, T, E)
-        return dropout(x, self.p, (x.size(0), 1, x.size(2)), generator) if self.training else x
+        mask = self.mask(x, generator)
+        return x if mask is None else x * mask
 
 
 def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str], last: torch.Tensor | None = None) -> torch.Tensor:
@@ -187,12 +207,14 @@ class RNNClassifier(nn.Module):
         """Per-position states (B, T, dirs*H), exact up to each length, and the last real state (B, dirs*H)."""
         B, T = ids.shape
         lengths = lengths.clamp(min=1)  # an empty text is one <pad>: defined, and the same every time
-        x = self.embedding_dropout(_embedded(self.embedding, ids, embedding_hook), generator)  # (B, T, E)
+        x = _embedded(self.embedding, ids, embedding_hook)  # (B, T, E)
+        mask = self.embedding_dropout.mask(x, generator)
+        x = x if mask is None else x * mask
         # nn.LSTM's own dropout between layers draws from the global generator: not in training
         inner_dropout = self.training and self.config.num_layers > 1 and self.config.dropout > 0
         if bool((lengths == T).all()) and not inner_dropout:
-            # the recurrent layer reads the embeddings as they are: the kernel may project each word once
-            words = (ids, self.embedding) if embedding_hook is None and not self.embedding_dropout.p else None
+            # without an adversarial push the kernel may project each distinct word once
+            words = Words(ids, self.embedding, mask) if embedding_hook is None else None
             fast = training_kernel(self.rnn, x, words) if training_kernel is not None else None
             if fast is not None:  # float32 training on a CPU: the C kernel (fastrnn.lstm_train)
                 return fast

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence, cast
 
 import torch
@@ -65,16 +65,30 @@ def adversarial_pushes(grads: Sequence[torch.Tensor], lengths: torch.Tensor, eps
     return pushes
 
 
-def sum_gradients(param: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
-    """The pieces' gradients summed in order. Sparse embedding gradients (each piece's rows) are
-    added straight into one dense zero tensor: cheaper than adding the sparse tensors and making
-    the sum dense (benchmarks/results/cpu-notes-2026-11-27.md)."""
-    if not grads[0].is_sparse:
-        return functools.reduce(torch.add, grads)
-    dense = torch.zeros_like(param)
-    for g in grads:
-        dense.index_add_(0, g._indices()[0], g._values())
-    return dense
+class GradientSum:
+    """The pieces' gradients of each parameter, summed in order. Sparse embedding gradients (each
+    piece's rows) are added into one dense tensor kept from step to step: only the rows the last
+    step touched are zeroed again, not the whole table, whose fresh allocation and zero-fill each
+    step were ~10% of the seed model's step on one core while the other waited
+    (benchmarks/results/cpu-notes-2026-11-27.md). The trainer owns that tensor between steps:
+    nothing but clipping (a scaling, which keeps zero rows zero) writes into it."""
+
+    def __init__(self) -> None:
+        self.dense: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] = {}  # param -> (sum, rows it holds)
+
+    def __call__(self, param: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+        if not grads[0].is_sparse:
+            return functools.reduce(torch.add, grads)
+        kept = self.dense.get(param)
+        if kept is None or kept[0].shape != param.shape or kept[0].dtype != param.dtype:
+            dense = torch.zeros_like(param)
+        else:
+            dense = kept[0].index_fill_(0, kept[1], 0)
+        rows = [g._indices()[0] for g in grads]
+        for r, g in zip(rows, grads):
+            dense.index_add_(0, r, g._values())
+        self.dense[param] = (dense, torch.cat(rows))
+        return dense
 
 
 @contextlib.contextmanager
@@ -131,6 +145,7 @@ class Step:
     adversarial: float
     vat: float = 0.0
     entropy_min: float = 0.0
+    sum_gradients: GradientSum = field(default_factory=GradientSum)
 
     def forward(
         self, ids: torch.Tensor, lens: torch.Tensor, module: nn.Module | None = None, generator: torch.Generator | None = None, hook=None
@@ -305,5 +320,5 @@ class Step:
         results = list(pool.map(run, jobs, seeds))  # under sparse_embeddings (the trainer holds it)
         for i, p in enumerate(params):  # summed in piece order: the same result every time
             grads = [r[2][i] for r in results if r[2][i] is not None]
-            p.grad = sum_gradients(p, grads) if grads else None
+            p.grad = self.sum_gradients(p, grads) if grads else None
         return sum(r[0] for r in results), [r[1] for r in results if r[1] is not None]
