@@ -11,9 +11,10 @@ fastrnn.DISTINCT_MAX_SHARE), the kernel projecting every position, and PyTorch's
   the default model on 64 sentences of 24 tokens), median ms over ``--repeats`` rounds of 5 steps;
 - one epoch: ``TextClassifier.fit`` for one epoch on 6,000 generated texts (10-400 words, lengths
   log-normal as IMDB's, words drawn from a Zipf law over 30,000, as real text repeats its words; no
-  real data needed), both cores, tokens per second.
+  real data needed), or with ``--imdb`` on 6,000 of IMDB's training reviews (real text repeats its
+  words within a text more than the generated does), both cores, tokens per second.
 
-    python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5] [--tag NAME]
+    python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5] [--tag NAME] [--imdb PATH]
 
 Where the kernel does not run (lstm_train returns None: on an AVX-512 CPU when every position is
 projected), the per-position and PyTorch columns are both PyTorch's layer, and their ratio shows
@@ -124,19 +125,30 @@ def _path(kernel, path: str):
     return None
 
 
-def epochs(repeats: int) -> list[dict]:
+def _texts(imdb: str | None) -> tuple[list[str], list]:
+    """6,000 texts: generated (Zipf words, IMDB-like lengths), or drawn from IMDB's training split."""
     import numpy as np
     import torch
 
-    from textrnn import TextClassifier, models
-
-    kernel = models.training_kernel
     rng = np.random.default_rng(0)
+    if imdb:
+        from textrnn.datasets import load_imdb
+
+        train = load_imdb("train", imdb, progress=False)
+        pick = rng.choice(len(train.texts), 6000, replace=False)
+        return [train.texts[i] for i in pick], [train.labels[i] for i in pick]
     lengths = np.clip(rng.lognormal(5.2, 0.6, 6000), 10, 400).astype(int)
     words = zipf_ids(int(lengths.sum()), 30_000, torch.Generator().manual_seed(1)).numpy()
     cuts = np.cumsum(lengths)[:-1]
     texts = [" ".join(f"w{i}" for i in part) for part in np.split(words, cuts)]
-    labels = rng.integers(0, 2, len(texts)).tolist()
+    return texts, rng.integers(0, 2, len(texts)).tolist()
+
+
+def epochs(repeats: int, imdb: str | None = None) -> list[dict]:
+    from textrnn import TextClassifier, models
+
+    kernel = models.training_kernel
+    texts, labels = _texts(imdb)
     rows = []
     for name in ("seed", "default"):
         config = _config(name).override({"train.epochs": 1, "data.validation_split": 0.0})
@@ -157,10 +169,15 @@ def epochs(repeats: int) -> list[dict]:
     return rows
 
 
-def measure(repeats: int) -> dict:
+def measure(repeats: int, imdb: str | None = None) -> dict:
     from textrnn.pipeline import environment
 
-    return {"environment": environment(), "pieces": pieces(repeats), "epochs": epochs(max(1, repeats // 2))}
+    return {
+        "environment": environment(),
+        "pieces": pieces(repeats),
+        "epochs": epochs(max(1, repeats // 2), imdb),
+        "epoch_texts": f"6,000 of IMDB's training reviews ({imdb})" if imdb else "6,000 generated texts",
+    }
 
 
 def main(argv=None) -> int:
@@ -170,10 +187,11 @@ def main(argv=None) -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--tag", default="", help="appended to the results file's name")
+    ap.add_argument("--imdb", help="the epochs on 6,000 of IMDB's training reviews (the archive or its folder), not generated text")
     args = ap.parse_args(argv)
     if args.child:
         sys.path.insert(0, str(REPO / "src"))
-        print(json.dumps(measure(args.repeats)))
+        print(json.dumps(measure(args.repeats, args.imdb)))
         return 0
     result: dict = {"date": dt.date.today().isoformat(), "what": __doc__.split("\n\n")[0], "repeats": args.repeats, "profiles": {}}
     for profile in args.profiles.split(","):
@@ -181,7 +199,11 @@ def main(argv=None) -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("TEXTRNN_CPU", "ONEDNN_MAX_CPU_ISA")}
         env.update(PROFILES[profile], PYTHONPATH=str(REPO / "src"))
         done = subprocess.run(
-            [sys.executable, __file__, "--child", "--repeats", str(args.repeats)], env=env, capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--child", "--repeats", str(args.repeats), *(["--imdb", args.imdb] if args.imdb else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         print("\n".join(line for line in done.stdout.splitlines() if line.startswith("  ")), flush=True)
         result["profiles"][profile] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -344,6 +344,12 @@ def test_the_training_kernel_leaves_what_it_does_not_run_to_pytorch():
     # per position (no distinct words) on AVX-512, oneDNN's layer is the faster: the kernel leaves it
     per_position = fastrnn.lstm_train(lstm, x)
     assert (per_position is None) == ("avx512f" in cpu_flags())
+    # so are the distinct words of each text under a dropout mask; those of the batch take the kernel
+    embedding = torch.nn.Embedding(5, 4)
+    ids = torch.tensor([[1, 2, 1, 2, 1], [2, 1, 2, 1, 2]])
+    x = embedding(ids)
+    assert (fastrnn.lstm_train(lstm, x, Words(ids, embedding, torch.ones(2, 1, 4))) is None) == ("avx512f" in cpu_flags())
+    assert fastrnn.lstm_train(lstm, x, Words(ids, embedding)) is not None
 
 
 def test_the_kernels_self_check_runs_under_inference_mode(monkeypatch):

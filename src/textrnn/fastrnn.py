@@ -134,7 +134,7 @@ def _load() -> ctypes.CDLL | None:
     lib.rnn_seq_f32.argtypes = [ctypes.c_int, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p, i64, p, p]
     lib.lstm_train_forward.restype = lib.lstm_train_backward.restype = None
     lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p]
-    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p]
+    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, i64, p]
     return lib
 
 
@@ -400,8 +400,12 @@ class _LSTMDirection(torch.autograd.Function):
         B, T, G = acts.shape
         H = G // 4
         dg = torch.empty(B, T, G)
-        keep = (w_hh.contiguous(), acts, cs, tcs, dhs.contiguous(), dg)  # alive through the call
-        lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep])
+        # one direction's half of a bidirectional layer's gradient is read in place, rows 2H apart
+        ds = dhs.stride(1)
+        if dhs.stride(2) != 1 or dhs.stride(0) != T * ds:
+            dhs, ds = dhs.contiguous(), H  # (contiguous() may keep odd strides of a dimension of size 1)
+        keep = (w_hh.contiguous(), acts, cs, tcs, dhs)  # alive through the call
+        lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep], ds, dg.data_ptr())
         flat = dg.view(B * T, G)
         # the gradient of each row of the table: a word's is the sum over its positions
         dtable = flat if rows is None else torch.zeros(x.shape[0], G).index_add_(0, rows.view(-1), flat)
@@ -457,15 +461,20 @@ def lstm_train(rnn: nn.RNNBase, x: torch.Tensor, words: models.Words | None = No
     made x (models.Words: the token ids, the embedding, the dropout mask per text if any), None when
     x came otherwise (an adversarial push). Installed as models.training_kernel.
 
-    Where it runs: wherever ``trains`` holds, except one case. With ``words`` whose distinct inputs
-    are few enough (``distinct_inputs``) the first layer projects each once; otherwise every
-    position is projected, and on an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is
-    then the faster (0.89-0.96x measured for the kernel; on AVX2 the kernel is 1.06x, and with
-    distinct words 1.17x on AVX-512 and 1.41x on AVX2 for the seed model: benchmarks/training_kernel.py)."""
+    Where it runs: wherever ``trains`` holds, except on AVX-512 CPUs. With ``words`` whose distinct
+    inputs are few enough (``distinct_inputs``) the first layer projects each once; otherwise every
+    position is projected. On an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is the
+    faster except where each distinct word of the batch is projected once (no dropout mask: the
+    seed model, 1.17x): per position the kernel measured 0.89-0.96x there, per word of each text
+    0.92x. On AVX2 the kernel is 1.06x per position, 1.41x for the seed model's distinct words
+    (benchmarks/training_kernel.py)."""
     if not trains(rnn, x):
         return None
-    first = distinct_inputs(words) if words is not None else None
-    if first is None and "avx512f" in cpu_flags():
+    avx512 = "avx512f" in cpu_flags()
+    # with AVX-512, distinct words of each text (the default model's dropout mask) gain too little
+    # against oneDNN's 16-wide layer: 0.92x a piece, 0.95x an epoch (training-kernel-2026-11-30-distinct.json)
+    first = distinct_inputs(words) if words is not None and not (avx512 and words.mask is not None) else None
+    if first is None and avx512:
         return None
     return lstm_layers(rnn, x, first)
 

@@ -230,7 +230,9 @@ void lstm_train_forward(int64_t B, int64_t H, int64_t T, int reverse, const floa
 }
 
 /* Backward of lstm_train_forward: dhs (B, T, H) is the loss's gradient with respect to each output
-   (from the layers above; the recurrence adds its own here), w (G, H) is W_hh as PyTorch stores it.
+   (from the layers above; the recurrence adds its own here), position (b, p) at dhs + (b * T + p) *
+   ds (ds = H, or 2H for one direction's half of a bidirectional layer's gradient), w (G, H) is W_hh
+   as PyTorch stores it.
    Writes dg (B, T, G), the gradient with respect to the gates before their activations, from which
    the caller gets every weight's gradient and the input's by matrix products. */
 static void lstm_gates_back(int64_t H, const float *restrict act, const float *restrict tcn, const float *restrict cprev,
@@ -249,7 +251,7 @@ static void lstm_gates_back(int64_t H, const float *restrict act, const float *r
 }
 
 void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const float *w, const float *acts, const float *cs,
-                         const float *tcs, const float *dhs, float *dg) {
+                         const float *tcs, const float *dhs, int64_t ds, float *dg) {
     const int64_t G = 4 * H;
     float dgblk[RB * 4 * 1024], dh[RB * 1024], dc[RB * 1024], zero[4 * 1024];
     for (int64_t j = 0; j < G; j++) zero[j] = 0.0f;
@@ -261,7 +263,7 @@ void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const flo
             const int64_t p = reverse ? T - 1 - t : t, q = reverse ? p + 1 : p - 1;
             for (int64_t r = 0; r < rb; r++) {
                 const int64_t at = (b0 + r) * T;
-                lstm_gates_back(H, acts + (at + p) * G, tcs + (at + p) * H, t ? cs + (at + q) * H : zero, dhs + (at + p) * H,
+                lstm_gates_back(H, acts + (at + p) * G, tcs + (at + p) * H, t ? cs + (at + q) * H : zero, dhs + (at + p) * ds,
                                 dh + r * H, dc + r * H, dgblk + r * G);
                 for (int64_t j = 0; j < G; j++) dg[(at + p) * G + j] = dgblk[r * G + j];
             }
