@@ -2,10 +2,12 @@
 seed model and the default model, in the CPU profiles of speed.py (as_is; no_bf16: as an AVX2 CPU
 without bfloat16 runs, TEXTRNN_CPU=avx2), each profile in a fresh process.
 
-Three paths, alternating within one process (``models.training_kernel`` set three ways): the
+Four paths, alternating within one process (``models.training_kernel`` set four ways): the
 kernel as installed (the first layer projects each distinct word once, of the batch, or of each
 text where the embeddings pass through a dropout mask per text, where they are few enough:
-fastrnn.DISTINCT_MAX_SHARE), the kernel projecting every position, and PyTorch's layer. Figures:
+fastrnn.DISTINCT_MAX_SHARE; with AVX-512 only the batch's), the kernel projecting distinct inputs
+wherever they are few enough on any CPU, the kernel projecting every position, and PyTorch's
+layer. Figures:
 - one piece: forward and backward of one training piece on one core (16 texts of 200 tokens for
   the seed model, 11 of 400 for the default: the pieces the trainer cuts IMDB's batches into; and
   the default model on 64 sentences of 24 tokens), median ms over ``--repeats`` rounds of 5 steps;
@@ -17,8 +19,8 @@ fastrnn.DISTINCT_MAX_SHARE), the kernel projecting every position, and PyTorch's
     python benchmarks/training_kernel.py [--profiles as_is,no_bf16] [--repeats 5] [--tag NAME] [--imdb PATH]
 
 Where the kernel does not run (lstm_train returns None: on an AVX-512 CPU when every position is
-projected), the per-position and PyTorch columns are both PyTorch's layer, and their ratio shows
-the noise of the measurement.
+projected, or for the distinct words of each text), those columns are PyTorch's layer too, and
+their ratio to PyTorch's shows the noise of the measurement.
 
 Writes benchmarks/results/training-kernel-<date>[-tag].json (machine, versions, every timing).
 """
@@ -40,7 +42,7 @@ REPO = HERE.parent
 PROFILES = {"as_is": {}, "no_bf16": {"TEXTRNN_CPU": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 # model, rows, tokens: the pieces the trainer cuts IMDB's batches into, and a batch of short sentences
 PIECES = {"seed": ("seed", 16, 200), "default": ("default", 11, 400), "default_short": ("default", 64, 24)}
-PATHS = ("kernel", "per_position", "pytorch")
+PATHS = ("kernel", "distinct", "per_position", "pytorch")
 
 
 def _config(name: str):
@@ -105,21 +107,34 @@ def pieces(repeats: int) -> list[dict]:
                 "ms": ms,
                 "speedup": ms["pytorch"] / ms["kernel"],
                 "speedup_over_per_position": ms["per_position"] / ms["kernel"],
+                "distinct_speedup_over_pytorch": ms["pytorch"] / ms["distinct"],
                 "timings_ms": times,
             }
         )
         print(
-            f"  piece {name:13s} {B} x {T}: kernel {ms['kernel']:.1f} ms, per position {ms['per_position']:.1f} ms, "
-            f"pytorch {ms['pytorch']:.1f} ms: {rows[-1]['speedup']:.2f}x, {rows[-1]['speedup_over_per_position']:.2f}x"
+            f"  piece {name:13s} {B} x {T}: kernel {ms['kernel']:.1f} ms, distinct {ms['distinct']:.1f} ms, per position "
+            f"{ms['per_position']:.1f} ms, pytorch {ms['pytorch']:.1f} ms: "
+            f"{rows[-1]['speedup']:.2f}x, {rows[-1]['speedup_over_per_position']:.2f}x"
         )
     return rows
 
 
 def _path(kernel, path: str):
     """models.training_kernel for one path: the kernel as installed (each distinct word projected
-    once where few enough), the kernel with every position projected, or None (PyTorch's layer)."""
+    once where few enough; with AVX-512 only the batch's), the kernel projecting distinct inputs
+    wherever they are few enough on any CPU, the kernel with every position projected (None with
+    AVX-512: PyTorch's layer), or None (PyTorch's layer)."""
+    from textrnn import fastrnn
+
     if path == "kernel":
         return kernel
+    if path == "distinct":
+
+        def distinct(rnn, x, words):
+            first = fastrnn.distinct_inputs(words) if words is not None and fastrnn.trains(rnn, x) else None
+            return fastrnn.lstm_layers(rnn, x, first) if first is not None else kernel(rnn, x, None)
+
+        return distinct
     if path == "per_position":
         return lambda rnn, x, words: kernel(rnn, x, None)
     return None
@@ -160,10 +175,15 @@ def epochs(repeats: int, imdb: str | None = None) -> list[dict]:
                 tokens[path].append(clf.history_[-1]["tokens_per_s"])
         models.training_kernel = kernel
         med = {k: statistics.median(v) for k, v in tokens.items()}
-        speedups = {"speedup": med["kernel"] / med["pytorch"], "speedup_over_per_position": med["kernel"] / med["per_position"]}
+        speedups = {
+            "speedup": med["kernel"] / med["pytorch"],
+            "speedup_over_per_position": med["kernel"] / med["per_position"],
+            "distinct_speedup_over_pytorch": med["distinct"] / med["pytorch"],
+        }
         rows.append({"model": name, "tokens_per_s": med, **speedups, "runs_tokens_per_s": tokens})
         print(
-            f"  epoch {name:8s}: kernel {med['kernel']:,.0f} tokens/s, per position {med['per_position']:,.0f}, "
+            f"  epoch {name:8s}: kernel {med['kernel']:,.0f} tokens/s, distinct {med['distinct']:,.0f}, "
+            f"per position {med['per_position']:,.0f}, "
             f"pytorch {med['pytorch']:,.0f}: {speedups['speedup']:.2f}x, {speedups['speedup_over_per_position']:.2f}x"
         )
     return rows
