@@ -447,11 +447,12 @@ def trains(rnn: nn.RNNBase, x: torch.Tensor) -> bool:
     )
 
 
-# Above this share of distinct inputs among a batch's positions, projecting each once saves less
-# than gathering their gradients back costs: texts of ~20 words, where each word is mostly new to its
-# text, train 0.92-0.97x as fast through distinct words (one piece, AVX2, share 0.89-0.93); IMDB's
-# texts (a share of ~0.6 per text with the default's dropout, ~0.45 per batch without) gain 1.11x and
-# 1.4x (benchmarks/results/training-kernel-2026-11-30-distinct.json).
+# Above this share of distinct inputs among a batch's positions, projecting each once saves nothing
+# against gathering their gradients back: on 64 generated sentences of 24 words (a share of 0.89 per
+# text) one AVX2 piece took 13.4 ms through distinct words, 13.2 ms per position. On IMDB's reviews
+# (~0.6 per text with the default's dropout mask, ~0.45 per batch without) an epoch gains 1.11x (the
+# default model) and 1.38x (the seed model) over per position, under TEXTRNN_CPU=avx2
+# (benchmarks/results/training-kernel-2026-11-30-distinct.json).
 DISTINCT_MAX_SHARE = 0.7
 
 
@@ -465,14 +466,15 @@ def lstm_train(rnn: nn.RNNBase, x: torch.Tensor, words: models.Words | None = No
     inputs are few enough (``distinct_inputs``) the first layer projects each once; otherwise every
     position is projected. On an AVX-512 CPU oneDNN's own float32 layer, 16 floats wide, is the
     faster except where each distinct word of the batch is projected once (no dropout mask: the
-    seed model, 1.17x): per position the kernel measured 0.89-0.96x there, per word of each text
-    0.92x. On AVX2 the kernel is 1.06x per position, 1.41x for the seed model's distinct words
-    (benchmarks/training_kernel.py)."""
+    seed model, 1.19x an epoch): per position the kernel measured 0.89-0.96x there, per word of
+    each text 0.98x a piece and 1.03x an epoch. Under AVX2 the kernel is 1.14x PyTorch's layer an
+    epoch for the default model and 1.55x for the seed model (benchmarks/training_kernel.py,
+    training-kernel-2026-11-30-distinct.json)."""
     if not trains(rnn, x):
         return None
     avx512 = "avx512f" in cpu_flags()
-    # with AVX-512, distinct words of each text (the default model's dropout mask) gain too little
-    # against oneDNN's 16-wide layer: 0.92x a piece, 0.95x an epoch (training-kernel-2026-11-30-distinct.json)
+    # with AVX-512, distinct words of each text (the default model's dropout mask) gain nothing worth a
+    # path against oneDNN's 16-wide layer: 0.98x a piece, 1.03x an epoch (training-kernel-2026-11-30-distinct.json)
     first = distinct_inputs(words) if words is not None and not (avx512 and words.mask is not None) else None
     if first is None and avx512:
         return None
