@@ -56,7 +56,7 @@ def test_sparse_gradients_sum_into_one_dense_gradient_step_after_step():
     total = GradientSum()
 
     def sparse(rows, value):
-        return torch.sparse_coo_tensor(torch.tensor([rows]), torch.full((len(rows), 3), value), (10, 3))
+        return torch.sparse_coo_tensor(torch.tensor([rows]), torch.full((len(rows), 3), value), (10, 3), check_invariants=True)
 
     first = total(param, [sparse([1, 4], 1.0), sparse([4, 7], 2.0)])
     expected = torch.zeros(10, 3)
