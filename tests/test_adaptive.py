@@ -181,3 +181,18 @@ def test_small_data_gets_adversarial_training_large_data_none_and_an_explicit_no
     assert given.train.adversarial == 0.0 and "train.adversarial" not in {d.key for d in decisions}
     # the trainer alone, without the texts' lengths, leaves it off
     assert adaptive.resolve_train(TrainConfig(), 8_000).adversarial == 0.0
+
+
+def test_a_tie_in_validation_accuracy_keeps_the_epoch_of_lower_validation_loss(monkeypatch):
+    from textrnn.trainer import Trainer
+
+    scripted = iter([(0.50, 0.80), (0.40, 0.85), (0.35, 0.85), (0.45, 0.85), (0.30, 0.84)])
+    monkeypatch.setattr(Trainer, "_validate", lambda self: next(scripted))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embedding_dim=4, hidden_size=4), 10, 2)
+    x = [np.array([2, 3, 4], dtype=np.int32)] * 16
+    y = np.array([0, 1] * 8)
+    cfg = TrainConfig(batch_size=8, epochs=5, early_stopping_patience=None)
+    history = fit_model(model, x, y, cfg, val_x=x[:4], val_y=y[:4], progress=False)
+    # epoch 3 ties epoch 2 at 0.85 with a lower loss and wins; epoch 4 ties with a higher one and loses
+    assert [row["best"] for row in history] == [False, False, True, False, False]

@@ -394,6 +394,9 @@ class Trainer:
         score = row[config.monitor]
         if loop.best is None:
             improved = True
+        elif config.monitor == "val_accuracy" and score == loop.best:  # a tie: the lower validation loss wins
+            best_row = next(r for r in loop.history if r["epoch"] == loop.best_epoch)
+            improved = row["val_loss"] < best_row["val_loss"]
         else:
             improved = score > loop.best if config.monitor == "val_accuracy" else score < loop.best
         if improved:
