@@ -71,3 +71,25 @@ def test_training_batches_cover_everything_once_and_group_lengths():
     spread = np.median([lengths[b].max() - lengths[b].min() for b in batches])
     assert spread < 30  # random batches would spread over ~270
     assert sorted(np.concatenate(inference_batches(lengths, 64)).tolist()) == list(range(1000))
+
+
+def test_label_smoothing_moves_each_target_toward_the_uniform_one():
+    from textrnn.config import TrainConfig
+    from textrnn.errors import ConfigError
+    from textrnn.models import loss_fn
+
+    torch.manual_seed(0)
+    e = 0.2
+    binary, y2 = torch.randn(6, 1), torch.tensor([0, 1, 1, 0, 1, 0])
+    soft = y2.float() * (1 - e) + e / 2  # 0 -> 0.1, 1 -> 0.9
+    want = -(soft * torch.nn.functional.logsigmoid(binary[:, 0]) + (1 - soft) * torch.nn.functional.logsigmoid(-binary[:, 0]))
+    torch.testing.assert_close(loss_fn(binary, y2, label_smoothing=e), want.mean())
+    five, y5 = torch.randn(6, 5), torch.tensor([0, 4, 2, 1, 3, 2])
+    target = torch.full((6, 5), e / 5).scatter_(1, y5[:, None], 1 - e + e / 5)
+    want = -(target * torch.log_softmax(five, 1)).sum(1).mean()
+    torch.testing.assert_close(loss_fn(five, y5, label_smoothing=e), want)
+    multi = torch.tensor([[1.0, 0.0, 1.0]] * 6)
+    torch.testing.assert_close(loss_fn(torch.zeros(6, 3), multi, label_smoothing=e), torch.tensor(0.6931), atol=1e-4, rtol=0)
+    torch.testing.assert_close(loss_fn(five, y5, label_smoothing=0.0), torch.nn.functional.cross_entropy(five, y5))
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)

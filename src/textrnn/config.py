@@ -253,6 +253,9 @@ class TrainConfig:
     # this times the mean entropy of the prediction (each ensemble member's own) on the step's texts
     # without labels (data.unlabelled), or, when there are none, on its labelled texts. 0 = off.
     entropy_min: float = 0.0
+    # The training targets' smoothing (Szegedy et al. 2016): each sigmoid's or softmax's target is
+    # (1 - this) x the label + this / the number of outcomes. 0 = off; validation loss is the plain one.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -266,6 +269,7 @@ class TrainConfig:
         _positive(self, "learning_rate", "epochs", "batch_size", "clip_grad_norm")
         _positive(self, "weight_decay", "early_stopping_patience", "freeze_encoder_epochs", "adversarial", "vat", allow_zero=True)
         _positive(self, "entropy_min", allow_zero=True)
+        _fraction(self, "label_smoothing")
         _positive(self, "encoder_lr_multiplier")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")

@@ -58,17 +58,26 @@ def output_size(num_classes: int, multilabel: bool = False) -> int:
 
 
 def loss_fn(
-    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None, reduction: str = "mean"
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Binary cross-entropy on one logit for two classes, categorical cross-entropy otherwise;
-    binary cross-entropy on each label for multi-label targets ((N, C) 0/1 floats)."""
+    binary cross-entropy on each label for multi-label targets ((N, C) 0/1 floats). With
+    ``label_smoothing`` e the target of each sigmoid or softmax is (1 - e) x its label + e / 2
+    (e / C over a softmax's C classes), as in Keras' losses."""
+    e = label_smoothing
     if targets.dim() == 2:  # multi-label: one sigmoid per label
-        per = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(1)
+        soft = targets.to(logits.dtype) * (1 - e) + e / 2
+        per = F.binary_cross_entropy_with_logits(logits, soft, reduction="none").mean(1)
         return per.mean() if reduction == "mean" else per
     if logits.size(1) == 1:
-        per = F.binary_cross_entropy_with_logits(logits.squeeze(1), targets.to(logits.dtype), reduction="none")
+        soft = targets.to(logits.dtype) * (1 - e) + e / 2
+        per = F.binary_cross_entropy_with_logits(logits.squeeze(1), soft, reduction="none")
     else:
-        per = F.cross_entropy(logits, targets, reduction="none")
+        per = F.cross_entropy(logits, targets, reduction="none", label_smoothing=e)
     if class_weights is not None:
         per = per * class_weights[targets]
     return per.mean() if reduction == "mean" else per

@@ -134,7 +134,7 @@ Job = Callable[[torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None
 class Step:
     """One batch's loss and gradients: the network to run (the DDP wrapper, or the bare model),
     the bare model, the arithmetic, the class weights, the adversarial push, the virtual
-    adversarial one (0: none) and the weight of entropy minimisation (0: none). Under DDP only a
+    adversarial one (0: none), the weight of entropy minimisation (0: none) and label smoothing. Under DDP only a
     step's last forward runs through the wrapper."""
 
     net: nn.Module
@@ -145,6 +145,7 @@ class Step:
     adversarial: float
     vat: float = 0.0
     entropy_min: float = 0.0
+    label_smoothing: float = 0.0
     sum_gradients: GradientSum = field(default_factory=GradientSum)
 
     def forward(
@@ -158,8 +159,9 @@ class Step:
         """The loss of logits (b, C) | (M, b, C), and the prediction (b, C): an ensemble's members
         each on their own loss, their mean for the accuracy."""
         if logits.dim() == 3:
-            return torch.stack([loss_fn(member, y, self.weights) for member in logits]).mean(), logits.mean(0)
-        return loss_fn(logits, y, self.weights), logits
+            e = self.label_smoothing
+            return torch.stack([loss_fn(member, y, self.weights, label_smoothing=e) for member in logits]).mean(), logits.mean(0)
+        return loss_fn(logits, y, self.weights, label_smoothing=self.label_smoothing), logits
 
     def loss(
         self,

@@ -169,7 +169,7 @@ class Trainer:
         self.loop = Loop()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.step = pieces.Step(
-            model, model, device, dtype, weights, float(config.adversarial), config.vat, config.entropy_min
+            model, model, device, dtype, weights, float(config.adversarial), config.vat, config.entropy_min, config.label_smoothing
         )  # "auto": decided in fit()
 
     # ------------------------------------------------------------------------ the run
