@@ -101,6 +101,29 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def write(args: argparse.Namespace, rows: list[dict], environment: dict, earlier: list[dict]) -> tuple[Path, dict]:
+    """Write the runs so far: the final measurement's file, or the choice's series of
+    configurations (``earlier``, read when this one started) with this one's runs appended."""
+    result = {
+        "date": dt.date.today().isoformat(),
+        "label": args.label,
+        "overrides": args.overrides,
+        "phase": "choose (dev or validation only)" if args.choose else "final (test split, once per seed)",
+        "environment": environment,
+        "summary": summary(rows),
+        "runs": rows,
+    }
+    if args.choose:
+        result = {"experiments": earlier + [result]}
+    path = results_path(args)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path, result
+
+
+def results_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) / f"defaults-{'choose-' if args.choose else ''}{dt.date.today().isoformat()}{args.suffix}.json"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="sst2,sst5,subj,mpqa,imdb")
@@ -111,12 +134,18 @@ def main(argv=None) -> int:
     ap.add_argument("--imdb", default=os.environ.get("TEXTRNN_IMDB", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--label", default="", help="a name for this configuration in the results file")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--suffix", default="", help="appended to the results file's name (e.g. -ties), so an earlier file stays")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     from textrnn.pipeline import environment
 
     env = dict(os.environ, TEXTRNN_IMDB=args.imdb, PYTHONPATH=str(REPO / "src"))
-    rows = []
+    machine = environment()
+    earlier: list[dict] = []
+    if args.choose and results_path(args).exists():  # the choice is a series of configurations: keep them all
+        previous = json.loads(results_path(args).read_text())
+        earlier = previous.get("experiments", [previous])
+    rows: list[dict] = []
     for name in args.sets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             r = run(name, Path(args.sentences), args.choose, seed, args.overrides, env)
@@ -128,21 +157,7 @@ def main(argv=None) -> int:
                 f"(best {r['best_epoch']}), val curve {[round(v, 3) for v in r['val_curve'] if v is not None]}",
                 flush=True,
             )
-    result = {
-        "date": dt.date.today().isoformat(),
-        "label": args.label,
-        "overrides": args.overrides,
-        "phase": "choose (dev or validation only)" if args.choose else "final (test split, once per seed)",
-        "environment": environment(),
-        "summary": summary(rows),
-        "runs": rows,
-    }
-    name = f"defaults-{'choose-' if args.choose else ''}{dt.date.today().isoformat()}.json"
-    path = Path(args.out) / name
-    if args.choose and path.exists():  # the choice is a series of configurations: keep them all
-        previous = json.loads(path.read_text())
-        result = {"experiments": previous.get("experiments", [previous]) + [result]}
-    path.write_text(json.dumps(result, indent=2) + "\n")
+            path, result = write(args, rows, machine, earlier)  # after every run: a stopped series keeps what it measured
     print(json.dumps(result["summary"] if "summary" in result else result["experiments"][-1]["summary"], indent=2))
     print(f"wrote {path}")
     return 0
