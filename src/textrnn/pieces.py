@@ -134,8 +134,8 @@ Job = Callable[[torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None
 class Step:
     """One batch's loss and gradients: the network to run (the DDP wrapper, or the bare model),
     the bare model, the arithmetic, the class weights, the adversarial push, the virtual
-    adversarial one (0: none), the weight of entropy minimisation (0: none) and label smoothing. Under DDP only a
-    step's last forward runs through the wrapper."""
+    adversarial one (0: none), the weight of entropy minimisation (0: none) and label smoothing
+    (0: none). Under DDP only a step's last forward runs through the wrapper."""
 
     net: nn.Module
     model: nn.Module
