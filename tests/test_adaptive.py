@@ -196,3 +196,14 @@ def test_a_tie_in_validation_accuracy_keeps_the_epoch_of_lower_validation_loss(m
     history = fit_model(model, x, y, cfg, val_x=x[:4], val_y=y[:4], progress=False)
     # epoch 3 ties epoch 2 at 0.85 with a lower loss and wins; epoch 4 ties with a higher one and loses
     assert [row["best"] for row in history] == [False, False, True, False, False]
+
+
+def test_the_seed_recipe_is_the_course_model_on_any_data():
+    """configs/seed.toml is the course's one LSTM trained on the texts alone: on a few thousand
+    short texts, where "auto" averages models and adds adversarial training, it decides neither."""
+    from pathlib import Path
+
+    seed = Config.from_toml(Path(__file__).resolve().parents[1] / "configs" / "seed.toml")
+    decided, decisions, _ = adaptive.decide(seed, np.full(8_000, 20), _counts(100, 0))
+    assert decided.model.members == 1 and decided.train.adversarial == 0.0 and decided.train.epochs == 3
+    assert {d.key for d in decisions} == set()
