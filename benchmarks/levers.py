@@ -5,7 +5,7 @@ read: this is for choosing).
     python benchmarks/levers.py --config configs/imdb_fast.toml --variant vat1=train.vat=1.0 --seeds 0
 
 A variant is NAME=KEY=VALUE[,KEY=VALUE...]; the recipe as it is always runs too ("base"). Writes
-benchmarks/results/levers-<date>.json (appended): per variant and seed the best and last
+benchmarks/results/levers-<date>.json (appended, after every run): per variant and seed the best and last
 validation accuracy, each epoch's, the wall seconds, the machine and versions.
 """
 
@@ -63,21 +63,21 @@ def main(argv=None) -> int:
         name, _, sets = v.partition("=")
         variants.append((name, sets.split(",")))
     env = dict(os.environ, TEXTRNN_IMDB=args.imdb, PYTHONPATH=str(REPO / "src"))
-    rows = []
+    date = dt.date.today().isoformat()
+    path = Path(args.out) / f"levers-{date}.json"
+    previous = json.loads(path.read_text()) if path.exists() else None
+    before = [] if previous is None else previous.get("experiments", [previous])
+    experiment = {"date": date, "recipe": args.config, "environment": environment(), "runs": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, overrides in variants:
             r = {"variant": name, "overrides": overrides, **run(args.config, overrides, seed, env)}
-            rows.append(r)
+            experiment["runs"].append(r)
             print(
                 f"{name} seed {seed}: best val {r['best_validation_accuracy']:.4f}, curve {r['val_curve']}, {r['wall_seconds']:.0f} s",
                 flush=True,
             )
-    result = {"date": dt.date.today().isoformat(), "recipe": args.config, "environment": environment(), "runs": rows}
-    path = Path(args.out) / f"levers-{result['date']}.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        result = {"experiments": previous.get("experiments", [previous]) + [result]}
-    path.write_text(json.dumps(result, indent=2) + "\n")
+            # written after every run: a series stopped midway keeps what it measured
+            path.write_text(json.dumps({"experiments": before + [experiment]}, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
 
