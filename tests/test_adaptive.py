@@ -11,6 +11,7 @@ from textrnn import Config, TextClassifier, adaptive
 from textrnn.config import AUTO, ModelConfig, TrainConfig
 from textrnn.errors import ConfigError
 from textrnn.models import build_model
+from textrnn.optim import make_optimizer
 from textrnn.trainer import fit as fit_model
 
 
@@ -70,6 +71,7 @@ def test_the_epoch_ceiling_follows_the_number_of_steps():
 
 def test_explicit_settings_win_and_are_not_reported_as_decided():
     explicit = ["text.max_length=33", "train.epochs=2", "train.early_stopping_patience=1", "model.members=1", "train.adversarial=0.5"]
+    explicit.append("train.learning_rate=0.01")
     config = Config().override(explicit)
     decided, decisions, _ = adaptive.decide(config, np.full(50, 10), _counts(100, 50))
     assert decisions == []
@@ -181,6 +183,21 @@ def test_small_data_gets_adversarial_training_large_data_none_and_an_explicit_no
     assert given.train.adversarial == 0.0 and "train.adversarial" not in {d.key for d in decisions}
     # the trainer alone, without the texts' lengths, leaves it off
     assert adaptive.resolve_train(TrainConfig(), 8_000).adversarial == 0.0
+
+
+def test_large_data_gets_a_higher_peak_rate_small_data_the_mlp_and_an_explicit_rate_keep_theirs():
+    counts, imdb, small = _counts(100, 0), np.r_[np.full(18_000, 180), np.full(4_500, 900)], np.full(8_000, 20)
+    large, decisions, _ = adaptive.decide(Config(), imdb, counts)
+    assert large.train.learning_rate == adaptive.LARGE_DATA_LEARNING_RATE == 6e-3
+    assert "large data" in adaptive.describe(decisions, adaptive.data_summary(imdb, counts))
+    assert adaptive.decide(Config(), small, counts)[0].train.learning_rate == adaptive.LEARNING_RATE == 3e-3
+    assert adaptive.decide(Config().override(["model.arch=mlp"]), imdb, counts)[0].train.learning_rate == 3e-3
+    given, decisions, _ = adaptive.decide(Config().override(["train.learning_rate=0.001"]), imdb, counts)
+    assert given.train.learning_rate == 0.001 and "train.learning_rate" not in {d.key for d in decisions}
+    # the trainer alone, without the model, takes the rate for any model; the optimizer never sees "auto"
+    assert adaptive.resolve_train(TrainConfig(), 30_000).learning_rate == 3e-3
+    with pytest.raises(ConfigError, match="not decided"):
+        make_optimizer(torch.nn.Linear(2, 1), TrainConfig())
 
 
 def test_a_tie_in_validation_accuracy_keeps_the_epoch_of_lower_validation_loss(monkeypatch):

@@ -223,7 +223,7 @@ def check_pretrainable(model: "ModelConfig") -> None:
 @dataclass
 class TrainConfig:
     optimizer: str = "adam"
-    learning_rate: float = 3e-3
+    learning_rate: float | str = AUTO  # "auto": 6e-3 on large data (over 20,000 texts), else 3e-3 (adaptive.py)
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # constant | onecycle | linear (decay to 0)
     epochs: int | str = AUTO  # "auto": a ceiling from the data's size (adaptive.py); early stopping ends sooner

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import TrainConfig
+from .config import TrainConfig, decided
 
 ENCODER = ("embedding", "rnn")  # the layers a pretrained encoder gives (see pretrain.py)
 
@@ -21,7 +21,9 @@ def is_encoder(name: str) -> bool:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params: list[nn.Parameter] | list[dict[str, Any]] = [p for p in model.parameters() if p.requires_grad]
-    lr, wd = config.learning_rate, config.weight_decay
+    if isinstance(config.learning_rate, str):
+        decided(config.learning_rate, "train.learning_rate")  # raises: "auto" is decided before (adaptive.py)
+    lr, wd = float(config.learning_rate), config.weight_decay
     if config.encoder_lr_multiplier != 1.0:  # discriminative rates (ULMFiT): the encoder's group first
         encoder = [p for n, p in model.named_parameters() if p.requires_grad and is_encoder(n)]
         ids = {id(p) for p in encoder}
