@@ -228,7 +228,7 @@ CASES = {
     ),
     "set-not-a-number": (
         lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "train.learning_rate=fast"),
-        r"train.learning_rate must be a number. Received: train.learning_rate='fast'",
+        r"train.learning_rate must be a number or 'auto'. Received: train.learning_rate='fast'",
     ),
     "set-bad-choice": (
         lambda t, m: train(t, good_csv(t / "d.csv"), "--set", "model.cell=lstmx"),
