@@ -93,3 +93,26 @@ def test_label_smoothing_moves_each_target_toward_the_uniform_one():
     torch.testing.assert_close(loss_fn(five, y5, label_smoothing=0.0), torch.nn.functional.cross_entropy(five, y5))
     with pytest.raises(ConfigError, match="label_smoothing"):
         TrainConfig(label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_max_pooling_trains_by_its_indices_with_amax_gradients(full):
+    """With gradients, max pooling takes max's indices (a scatter backward) instead of amax's mask:
+    the same values, and where no two positions tie, the same gradient, padded positions none."""
+    from textrnn.models import masked_pool
+
+    torch.manual_seed(0)
+    out = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 6, 6]) if full else torch.tensor([6, 2, 4])
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    pooled = masked_pool(out, lengths, ["max"])
+    (grad,) = torch.autograd.grad((pooled * weights).sum(), out)
+    mask = (torch.arange(6)[None, :] < lengths[:, None]).unsqueeze(-1)
+    reference = out.detach().clone().requires_grad_(True)
+    expected = reference.masked_fill(~mask, float("-inf")).amax(1)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), reference)
+    torch.testing.assert_close(pooled, expected)
+    torch.testing.assert_close(grad, expected_grad)
+    assert grad.masked_select(~mask.expand_as(grad)).abs().sum() == 0
+    with torch.no_grad():
+        torch.testing.assert_close(masked_pool(out, lengths, ["max"]), expected)

@@ -134,7 +134,7 @@ def _load() -> ctypes.CDLL | None:
     lib.rnn_seq_f32.argtypes = [ctypes.c_int, i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p, i64, p, p]
     lib.lstm_train_forward.restype = lib.lstm_train_backward.restype = None
     lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p]
-    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, i64, p]
+    lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, i64, p, p, p, p]
     return lib
 
 
@@ -404,11 +404,15 @@ class _LSTMDirection(torch.autograd.Function):
         ds = dhs.stride(1)
         if dhs.stride(2) != 1 or dhs.stride(0) != T * ds:
             dhs, ds = dhs.contiguous(), H  # (contiguous() may keep odd strides of a dimension of size 1)
+        # the gradient of each row of the table (a word's: the sum over its positions) and the
+        # biases', both summed in C as dg is written
+        db, flat = torch.zeros(G), dg.view(B * T, G)
+        dtable, sums = flat, (None, None)
+        if rows is not None:
+            dtable, rows = torch.zeros(x.shape[0], G), rows.contiguous()  # alive through the call
+            sums = (rows.data_ptr(), dtable.data_ptr())
         keep = (w_hh.contiguous(), acts, cs, tcs, dhs)  # alive through the call
-        lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep], ds, dg.data_ptr())
-        flat = dg.view(B * T, G)
-        # the gradient of each row of the table: a word's is the sum over its positions
-        dtable = flat if rows is None else torch.zeros(x.shape[0], G).index_add_(0, rows.view(-1), flat)
+        lib.lstm_train_backward(B, H, T, int(ctx.reverse), *[t.data_ptr() for t in keep], ds, dg.data_ptr(), *sums, db.data_ptr())
         dx = torch.mm(dtable, w_ih) if ctx.needs_input_grad[0] else None
         dw_ih = torch.mm(dtable.t(), x)
         # sum over steps of dg_t^T h_{t-1}, h_{t-1} the output one position before (after, in
@@ -419,7 +423,6 @@ class _LSTMDirection(torch.autograd.Function):
             dw_hh = torch.mm(flat[:-1].t(), hflat[1:]) - torch.mm(dg[:-1, T - 1].t(), hs[1:, 0])
         else:
             dw_hh = torch.mm(flat[1:].t(), hflat[:-1]) - torch.mm(dg[1:, 0].t(), hs[:-1, T - 1])
-        db = flat.sum(0)
         return dx, None, dw_ih, dw_hh, db, db, None, None
 
 
