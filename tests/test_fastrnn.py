@@ -230,11 +230,18 @@ def test_a_compiler_that_refuses_the_architecture_flags_builds_without_them(fres
     monkeypatch.setattr(fastrnn.platform, "machine", lambda: "aarch64")
     assert fastrnn.library() is not None
     assert "-mcpu" not in (tmp_path / "calls").read_text()
-    model = model_for()
+    model = model_for()  # 10 units: the gates' vector code (8) and its scalar tail, both in plain C
     ids, lengths = batch()
     with torch.inference_mode():
         assert fastrnn.applies(model, ids)
         torch.testing.assert_close(forward(model, ids, lengths), reference(model, ids, lengths), atol=2e-6, rtol=1e-5)
+    torch.manual_seed(0)
+    rnn, x = torch.nn.LSTM(5, 10, batch_first=True).train(), torch.randn(6, 9, 5, requires_grad=True)
+    weights = (torch.randn(6, 9, 10), torch.randn(6, 10))
+    got, ref = (_outputs_and_grads(rnn, x, run, weights) for run in (fastrnn.lstm_layers, _pytorch))
+    torch.testing.assert_close(got[0], ref[0], atol=2e-6, rtol=1e-5)
+    for a, b in zip(got[2], ref[2]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------- training

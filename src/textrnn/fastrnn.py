@@ -90,8 +90,9 @@ def arch_flags(machine: str | None = None) -> list[list[str]]:
     return [first, []] if first else [[]]
 
 
-def _compile(cc: str, target: Path) -> None:
-    source = _SOURCE.read_text()
+def _compile(cc: str, target: Path, source: str | None = None) -> None:
+    """Build ``source`` (default: kernels/rnn.c) into the shared library ``target``."""
+    source = _SOURCE.read_text() if source is None else source
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -126,6 +127,12 @@ def _load() -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.debug("fast RNN kernel unavailable (%s); using PyTorch's recurrent layers", e)
         return None
+    return bind(lib)
+
+
+def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` with the kernel's argument types declared (benchmarks/kernel_source.py binds builds of
+    other versions of the source this way)."""
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     for fn in (lib.rnn_step_f32, lib.rnn_step_bf16):
         fn.restype = None

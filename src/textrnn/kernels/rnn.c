@@ -191,33 +191,50 @@ RNN_STEP(rnn_step_bf16, uint16_t, from_bf16, to_bf16)
 #ifndef RB
 #define RB 4 /* texts per block */
 #endif
+#ifndef RB_SEQ
+#define RB_SEQ 6 /* texts per block in prediction (rnn_seq_f32) */
+#endif
+#define RB_MAX (RB > RB_SEQ ? RB : RB_SEQ)
 #ifndef NV
 #define NV 2 /* vectors of 8 gates per block: RB x NV sums in registers */
 #endif
 
-static void product_block(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
+static inline __attribute__((always_inline)) void product_rows(const int rows, int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
     int64_t j0 = 0;
-    for (; j0 + 8 * NV <= G; j0 += 8 * NV) {  /* RB rows x 8 NV gates */
-        v8 a[RB][NV];
-        for (int r = 0; r < RB; r++)
+    for (; j0 + 8 * NV <= G; j0 += 8 * NV) {  /* rows x 8 NV gates */
+        v8 a[RB_MAX][NV];
+        for (int r = 0; r < rows; r++)
             for (int q = 0; q < NV; q++) a[r][q] = LD(bias + j0 + 8 * q);
         for (int64_t k = 0; k < H; k++) {
             v8 w[NV];
             for (int q = 0; q < NV; q++) w[q] = LD(wt + k * G + j0 + 8 * q);
-            for (int r = 0; r < RB; r++) {
+            for (int r = 0; r < rows; r++) {
                 const float hk = h[r * H + k];
                 for (int q = 0; q < NV; q++) a[r][q] += hk * w[q];
             }
         }
-        for (int r = 0; r < RB; r++)
+        for (int r = 0; r < rows; r++)
             for (int q = 0; q < NV; q++) ST(g + r * G + j0 + 8 * q, a[r][q]);
     }
-    for (int r = 0; r < RB; r++)  /* the gates left over */
+    for (int r = 0; r < rows; r++)  /* the gates left over */
         for (int64_t j = j0; j < G; j++) {
             float s = bias[j];
             for (int64_t k = 0; k < H; k++) s += h[r * H + k] * wt[k * G + j];
             g[r * G + j] = s;
         }
+}
+
+/* Training runs blocks of RB rows (a partial block costs a whole one, and the biases' and table's
+   gradients are summed block by block); prediction runs RB_SEQ, the most that AVX2's 16 vector
+   registers hold (6 x NV sums, NV weights, one broadcast): each weight loaded once for more rows,
+   ~1.04x the default model's prediction over 4 rows (AVX2; with the vector gates above, 1.12x:
+   benchmarks/kernel_source.py, results/kernel-source-2026-11-30-gates-rbseq.json). The constant
+   argument unrolls each copy. */
+static void product_block(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
+    product_rows(RB, H, G, wt, bias, h, g);
+}
+static void product_block_seq(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
+    product_rows(RB_SEQ, H, G, wt, bias, h, g);
 }
 
 static void product_row(int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
@@ -243,15 +260,15 @@ void rnn_seq_f32(int cell, int64_t n, int64_t H, int64_t T, int reverse,
                  const float *bias, float *h, float *c, float *out, int64_t ostride, float *pmax,
                  float *psum) {
     const int64_t G = cell == 0 ? 4 * H : 3 * H;
-    float g[RB * 4 * 1024];  /* row r's gates at g + r * G, as rnn_step_f32 reads them */
-    for (int64_t b0 = 0; b0 < n; b0 += RB) {
-        const int64_t rb = n - b0 < RB ? n - b0 : RB;
+    float g[RB_SEQ * 4 * 1024];  /* row r's gates at g + r * G, as rnn_step_f32 reads them */
+    for (int64_t b0 = 0; b0 < n; b0 += RB_SEQ) {
+        const int64_t rb = n - b0 < RB_SEQ ? n - b0 : RB_SEQ;
         float *hblk = h + b0 * H;
         for (int64_t t = 0; t < lengths[b0]; t++) {
             int64_t active = 0;
             while (active < rb && lengths[b0 + active] > t) active++;
-            if (active == RB)
-                product_block(H, G, wt, bias, hblk, g);
+            if (active == RB_SEQ)
+                product_block_seq(H, G, wt, bias, hblk, g);
             else
                 for (int64_t r = 0; r < active; r++) product_row(H, G, wt, bias, hblk + r * H, g + r * G);
             rnn_step_f32(cell, active, H, T, t, reverse, lengths + b0, table, rows + b0 * T, g, hblk,
