@@ -355,6 +355,10 @@ void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const flo
                 if (rows) {
                     float *restrict row = dtable + rows[at + p] * G;
                     for (int64_t j = 0; j < G; j++) row[j] += d[j];
+                    if (t) { /* the next step's row: random in a table larger than the cache, so fetch it now */
+                        const float *next = dtable + rows[at + q] * G;
+                        for (int64_t o = 0; o < G; o += 16) __builtin_prefetch(next + o, 1);
+                    }
                 }
             }
             if (t == 0) break;
