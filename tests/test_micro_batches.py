@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import tiny_sentiment
-from textrnn import TextClassifier
-from textrnn.config import RuntimeConfig
+from textrnn import TextClassifier, fastrnn
+from textrnn.config import ModelConfig, RuntimeConfig
 from textrnn.errors import ConfigError
-from textrnn.pieces import GradientSum, micro_batches
+from textrnn.models import build_model
+from textrnn.pieces import MICRO_BATCH_TOKENS, GradientSum, micro_batches, piece_tokens
 
 
 @pytest.mark.parametrize("rows,length,budget", [(64, 180, 6000), (64, 400, 6000), (64, 60, 6000), (7, 500, 100), (64, 10, None)])
@@ -69,3 +70,19 @@ def test_sparse_gradients_sum_into_one_dense_gradient_step_after_step():
     torch.testing.assert_close(second, expected)
     dense = [torch.ones(10, 3), torch.full((10, 3), 2.0)]
     torch.testing.assert_close(total(param, dense), torch.full((10, 3), 3.0))
+
+
+def test_auto_runs_one_piece_per_core_where_the_float32_kernel_shares_words_across_texts():
+    """ "auto": one piece per core (None) for an LSTM without embedding dropout trained in float32
+    through the C kernel (larger pieces project each shared word once); 6000 tokens otherwise (a
+    dropout mask per text, a GRU, bfloat16's oneDNN layer, no kernel); a number given wins."""
+    cpu = torch.device("cpu")
+    seed_like = build_model(ModelConfig(embedding_dropout=0.0), 50, 2)
+    masked, gru = build_model(ModelConfig(), 50, 2), build_model(ModelConfig(cell="gru", embedding_dropout=0.0), 50, 2)
+    assert RuntimeConfig().micro_batch_tokens == "auto"
+    kernel = fastrnn.library() is not None
+    assert piece_tokens("auto", seed_like, cpu, torch.float32) == (None if kernel else MICRO_BATCH_TOKENS)
+    assert piece_tokens("auto", seed_like, cpu, torch.bfloat16) == MICRO_BATCH_TOKENS
+    assert piece_tokens("auto", masked, cpu, torch.float32) == piece_tokens("auto", gru, cpu, torch.float32) == MICRO_BATCH_TOKENS
+    assert piece_tokens(3000, seed_like, cpu, torch.float32) == 3000
+    assert piece_tokens(None, masked, cpu, torch.float32) is None

@@ -316,8 +316,10 @@ class RuntimeConfig:
     # trains faster at the same validation accuracy (runtime.compute_dtype), else float32.
     precision: str = "auto"
     # On a CPU, a batch of more tokens than this runs in pieces of at most this many, accumulating
-    # one gradient: the same step, faster, as each piece's activations stay in cache (pieces.py)
-    micro_batch_tokens: int | None = 6000
+    # one gradient: the same step, faster, as each piece's activations stay in cache (pieces.py).
+    # "auto": 6000, or one piece per core where the float32 C kernel trains an LSTM whose first
+    # layer projects each distinct word of a piece once (pieces.piece_tokens); None: one piece per core
+    micro_batch_tokens: int | str | None = AUTO
     checkpoint_every: int | None = 200  # steps between checkpoints (with a run dir); also at every epoch end
 
     def __post_init__(self) -> None:

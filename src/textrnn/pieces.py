@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import distributed
-from .models import entropy, kl_divergence, loss_fn, members
+from . import distributed, fastrnn
+from .config import AUTO
+from .models import RNNClassifier, entropy, kl_divergence, loss_fn, members
 from .runtime import autocast
+
+MICRO_BATCH_TOKENS = 6000  # runtime.micro_batch_tokens "auto", except as piece_tokens says
 
 
 def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: int = 1) -> list[slice]:
@@ -39,6 +42,23 @@ def micro_batches(rows: int, length: int, max_tokens: int | None, min_pieces: in
         return [slice(0, rows)]
     per = math.ceil(rows / count)
     return [slice(i, min(i + per, rows)) for i in range(0, rows, per)]
+
+
+def piece_tokens(setting: int | str | None, model: nn.Module, device: torch.device, dtype: torch.dtype) -> int | None:
+    """``runtime.micro_batch_tokens`` decided: a number (or None) as given; "auto": 6000 tokens a
+    piece, except for LSTM models without embedding dropout trained in float32 on a CPU through the
+    C kernel (fastrnn.lstm_train): there one piece per core (None). That kernel streams its
+    activations whatever a piece's size, and it projects each distinct word of a piece once, so a
+    larger piece shares more words: the seed recipe trained an IMDB epoch 1.08x faster in one piece
+    per core (32 texts) than in pieces of 16 under TEXTRNN_CPU=avx2 and 1.03x in float32 on the Xeon's
+    AVX-512; the default model (a dropout mask per text: no word is shared across texts) 1.00x under
+    AVX2 and 0.89x on AVX-512, where its float32 layer is oneDNN's and cache matters (medians of 3:
+    benchmarks/piece_tokens.py, results/piece-tokens-2026-11-30.json)."""
+    if setting != AUTO:
+        return cast("int | None", setting)
+    kernel = device.type == "cpu" and dtype == torch.float32 and fastrnn.library() is not None
+    shared = all(isinstance(m, RNNClassifier) and m.config.cell == "lstm" and not m.config.embedding_dropout for m in members(model))
+    return None if kernel and shared else MICRO_BATCH_TOKENS
 
 
 def workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Context) -> int:

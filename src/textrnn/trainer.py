@@ -157,6 +157,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, config)
         dtype = compute_dtype(device, runtime.precision)
         self.workers = pieces.workers(device, dtype, ctx)
+        self.piece_tokens = pieces.piece_tokens(runtime.micro_batch_tokens, model, device, dtype) if device.type == "cpu" else None
         self.epochs = decided_int(config.epochs, "train.epochs")
         self.patience = decided(config.early_stopping_patience, "train.early_stopping_patience")
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch * self.epochs)
@@ -288,7 +289,7 @@ class Trainer:
         y = self.targets[idx].to(device)
         ids, lens = ids.to(device), lens.to(device)
         self.optimizer.zero_grad(set_to_none=True)
-        parts = pieces.micro_batches(len(idx), ids.size(1), self.runtime.micro_batch_tokens if device.type == "cpu" else None, self.workers)
+        parts = pieces.micro_batches(len(idx), ids.size(1), self.piece_tokens, self.workers)
         unlabelled = self._unlabelled(len(idx))
         if self.pool is None:  # one piece, or several whose gradients add up to the batch's
             loss, piece_logits = self.step.one_after_another(ids, lens, y, parts, ctx, unlabelled)
@@ -327,9 +328,8 @@ class Trainer:
             self._pass = (cycle, training_batches(self.unlabelled_lengths, batch_size, rng))
         idx = self._pass[1][at][:rows]
         ids, lens = collate([self.unlabelled_x[i] for i in idx], equal_length=self.config.equal_length_batches)
-        max_tokens = self.runtime.micro_batch_tokens if self.device.type == "cpu" else None
         return pieces.Unlabelled(
-            ids.to(self.device), lens.to(self.device), pieces.micro_batches(len(idx), ids.size(1), max_tokens, self.workers)
+            ids.to(self.device), lens.to(self.device), pieces.micro_batches(len(idx), ids.size(1), self.piece_tokens, self.workers)
         )
 
     def _apply_gradients(self, epoch: int) -> None:
@@ -446,7 +446,7 @@ class Trainer:
         return {
             **dataclasses.asdict(self.config),
             "precision": self.runtime.precision,
-            "micro_batch_tokens": self.runtime.micro_batch_tokens,
+            "micro_batch_tokens": self.piece_tokens,  # as decided: "auto" decides by model and precision
         }
 
     def _snapshot(self, epoch_done: bool) -> None:
