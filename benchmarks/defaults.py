@@ -150,10 +150,10 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",")]:
             r = run(name, Path(args.sentences), args.choose, seed, args.overrides, env)
             rows.append(r)
-            acc = r["held_out_accuracy"]
+            acc, val = r["held_out_accuracy"], r["validation_accuracy"]  # None without a test file or a validation split
             print(
                 f"{args.label or '-'} {name} seed {seed}: {r['held_out']} {acc if acc is None else round(100 * acc, 2)}, "
-                f"val {100 * r['validation_accuracy']:.2f}, {r['wall_seconds']:.0f} s, epochs {r['epochs_run']} "
+                f"val {val if val is None else round(100 * val, 2)}, {r['wall_seconds']:.0f} s, epochs {r['epochs_run']} "
                 f"(best {r['best_epoch']}), val curve {[round(v, 3) for v in r['val_curve'] if v is not None]}",
                 flush=True,
             )
