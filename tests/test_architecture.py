@@ -13,7 +13,7 @@ MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
 LAYERS = [
     {"_env", "errors", "progress", "batching", "evaluation"},
     {"config", "text"},
-    {"io", "runtime", "embeddings", "adaptive"},
+    {"io", "runtime", "embeddings", "adaptive", "mkl"},
     {"datasets", "models", "distributed", "plots", "tracking"},
     {"fastrnn", "optim"},
     {"inference"},

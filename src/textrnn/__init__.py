@@ -2,7 +2,8 @@
 
 __version__ = "0.1.0"
 
-from . import _env  # noqa: F401  (first: process settings that must precede torch's loading)
+# first: process settings that must precede torch's loading; then MKL's kernels on AMD CPUs, before any matrix product
+from . import _env, mkl  # noqa: F401
 from .classifier import TextClassifier, load
 from .config import Config, DataConfig, ModelConfig, TextConfig, TrainConfig
 from .errors import ArtifactError, ConfigError, DataError, NotFittedError, TextRNNError

@@ -25,7 +25,7 @@ import numpy as np
 import sklearn
 import torch
 
-from . import __version__, distributed, plots, runtime
+from . import __version__, distributed, mkl, plots, runtime
 from .checkpoint import STATE_FILE
 from .classifier import TextClassifier, _normalize_labels, is_multilabel, label_sets, match_labels
 from .config import Config
@@ -59,6 +59,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "load_average": load,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "mkl": mkl.status(),
         "openmp": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")},
     }
 

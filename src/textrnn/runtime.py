@@ -62,6 +62,11 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return model, frozenset((fields.get("flags") or fields.get("Features") or "").split())
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor as /proc/cpuinfo gives it (``GenuineIntel``, ``AuthenticAMD``; empty where unknown)."""
+    return _cpuinfo_fields().get("vendor_id", "")
+
+
 def cpu_class(flags: frozenset[str] | None = None) -> str:
     """The class of CPU that decides textrnn's kernels, for results files and the README's tables."""
     flags = cpu_flags() if flags is None else flags
