@@ -63,3 +63,9 @@ def test_the_slot_is_found_in_libtorch_cpu():
 def test_a_library_not_loaded_is_an_error_apply_catches():
     with pytest.raises(ValueError, match="loaded 0 times"):
         mkl._mapped("libnot-there.so")
+
+
+@pytest.mark.skipif(mkl.status() != "avx2 kernels (vendor check bypassed)", reason="where the patch applied (AMD, AVX2 without AVX-512)")
+def test_a_slot_not_holding_mkls_function_is_left_alone():
+    # the slot now holds the returning-one code, as it would an LD_PRELOAD library's function
+    assert mkl._apply() == "left as it is (the slot does not hold MKL's function)"

@@ -18,7 +18,7 @@ six bytes of code that return 1. It does so only where every check holds: Linux 
 vendor other than Intel, AVX2 without AVX-512 (Zen 2 and 3, most AMD laptops: MKL then runs its
 AVX2 kernels, Haswell's; on AVX-512 CPUs such as Zen 4 MKL would pick among kernels written for
 Intel's AVX-512 generations, which has not been checked here, so they are left alone), PyTorch
-built with MKL, the slot found, writable and still pointing at MKL's own function. Anything else
+built with MKL, the slot found, writable and holding MKL's own function. Anything else
 leaves MKL as it is. MKL decides its kernels at its first product, so this must run before any:
 importing textrnn first does it (the CLI, the server and the benchmarks do); after a product has
 run, it no longer takes effect.
@@ -80,13 +80,15 @@ def _apply() -> str:
     if not torch.backends.mkl.is_available():
         return "left as it is (PyTorch without MKL)"
     path, start, end = _mapped("libtorch_cpu.so")
-    slot = start + _plt_offset(path, SYMBOL)
-    if not _writable(slot):
+    slot = start + _plt_offset(path, SYMBOL)  # a shared library's addresses count from its first mapping
+    if not start <= slot < end or not _writable(slot):
         return "left as it is (its slot is read-only)"
     real = ctypes.cast(getattr(ctypes.CDLL(path), SYMBOL), ctypes.c_void_p).value
     current = ctypes.c_uint64.from_address(slot)
-    if current.value != real and not start <= current.value < end:  # someone else's: an LD_PRELOAD library
-        return "left as it is (already replaced)"
+    # Python loads libraries with RTLD_NOW: the slot holds MKL's function. Anything else (an
+    # LD_PRELOAD library's, or a slot misplaced by a layout not foreseen here) is left untouched.
+    if current.value != real:
+        return "left as it is (the slot does not hold MKL's function)"
     current.value = _return_one()
     return "avx2 kernels (vendor check bypassed)"
 
