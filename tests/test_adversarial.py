@@ -83,3 +83,42 @@ def test_an_ensemble_and_a_frozen_embedding_train_with_it():
 def test_a_negative_strength_is_refused():
     with pytest.raises(ConfigError, match="adversarial"):
         TrainConfig(adversarial=-1.0)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_one_backward_through_the_clean_pass_gives_the_gradients_of_the_definition(members):
+    """The step's gradient is that of clean + pushed loss, the push found from the clean loss's
+    gradient: computed here the plain way (two backward passes through the clean one) and by the
+    step, in pieces one after another and side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from textrnn.distributed import Context
+    from textrnn.models import loss_fn
+    from textrnn.pieces import Step
+
+    torch.manual_seed(0)
+    model = models.build_model(ModelConfig(embedding_dim=8, hidden_size=8, dropout=0.0, embedding_dropout=0.0, members=members), 30, 3)
+    ids, lengths, y = torch.randint(1, 30, (6, 5)), torch.full((6,), 5), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def plain_loss(hook=None):
+        logits = model(ids, lengths, embedding_hook=hook)
+        return torch.stack([loss_fn(m, y) for m in logits]).mean() if logits.dim() == 3 else loss_fn(logits, y)
+
+    embedded: list[torch.Tensor] = []
+    clean = plain_loss(lambda x: embedded.append(x) or x)
+    pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lengths, 0.7))
+    (clean + plain_loss(lambda x: x + next(pushes))).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+
+    step = Step(model, model, torch.device("cpu"), torch.float32, None, 0.7)
+    for run in ("one_after_another", "side_by_side"):
+        model.zero_grad(set_to_none=True)
+        pieces = [slice(0, 4), slice(4, 6)]
+        if run == "one_after_another":
+            loss, _ = step.one_after_another(ids, lengths, y, pieces, Context())
+        else:
+            with ThreadPoolExecutor(2) as pool:
+                loss, _ = step.side_by_side(ids, lengths, y, pieces, pool)
+        assert loss.requires_grad is False
+        for p, e in zip(model.parameters(), expected):
+            torch.testing.assert_close(p.grad, e, atol=1e-6, rtol=1e-5)

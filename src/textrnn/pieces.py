@@ -72,6 +72,13 @@ def workers(device: torch.device, dtype: torch.dtype, ctx: distributed.Context) 
     return torch.get_num_threads()
 
 
+def accumulate(model: nn.Module, grads: Sequence[torch.Tensor | None]) -> None:
+    """Add ``grads`` (one per trainable parameter of ``model``, in order; None: none) into .grad."""
+    for p, g in zip([p for p in model.parameters() if p.requires_grad], grads, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+
+
 def adversarial_pushes(grads: Sequence[torch.Tensor], lengths: torch.Tensor, epsilon: float) -> list[torch.Tensor]:
     """For each (B, T, E) gradient of the loss with respect to embedded texts, the push of L2 norm
     ``epsilon`` per text along it (over the text's real positions only): to first order, the change
@@ -146,8 +153,10 @@ class Unlabelled:
 
 
 # A piece of a step as a function of the generator its dropout masks come from: its share of the
-# step's loss, and its logits (None for a piece of texts without labels: they have no accuracy).
-Job = Callable[[torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None]]
+# step's loss (whose graph holds what is not yet in the known gradients), its logits (None for a
+# piece of texts without labels: they have no accuracy), and the gradients of the rest of that
+# loss computed already (one per trainable parameter; None: nothing computed yet).
+Job = Callable[[torch.Generator | None], tuple[torch.Tensor, torch.Tensor | None, "list[torch.Tensor | None] | None"]]
 
 
 @dataclass
@@ -201,11 +210,21 @@ class Step:
         return loss, prediction
 
     def adversarial_loss(
-        self, ids: torch.Tensor, lens: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None, entropy_min: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss on the texts plus the loss on their embeddings moved by ``adversarial`` (L2,
-        per text) along the gradient of the first: Miyato et al.'s adversarial training. The push
-        follows the supervised loss alone; ``entropy_min`` times the texts' mean entropy is added after."""
+        self,
+        ids: torch.Tensor,
+        lens: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
+        entropy_min: float = 0.0,
+        scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None] | None]:
+        """``scale`` times the loss on the texts plus the loss on their embeddings moved by
+        ``adversarial`` (L2, per text) along the gradient of the first: Miyato et al.'s adversarial
+        training. The push follows the supervised loss alone; ``entropy_min`` times the texts' mean
+        entropy is added after. Without it, the one backward pass through the clean texts that
+        finds the push also gives the weights' gradients of their loss (known, returned), and the
+        loss returned carries only the pushed pass's graph: one backward through the clean pass a
+        step, not two (the recurrent kernel computes every gradient whenever it runs backward)."""
         embedded: list[torch.Tensor] = []
 
         def read(x: torch.Tensor) -> torch.Tensor:
@@ -217,12 +236,15 @@ class Step:
         # under DDP the first pass goes through the bare model: one DDP forward a step
         raw = self.forward(ids, lens, self.model, generator, read)
         clean, logits = self.supervised(raw, y)
-        pushes = iter(adversarial_pushes(torch.autograd.grad(clean, embedded, retain_graph=True), lens, self.adversarial))
+        params = [p for p in self.model.parameters() if p.requires_grad] if not entropy_min else []
+        grads = torch.autograd.grad(clean, [*embedded, *params], retain_graph=bool(entropy_min), allow_unused=True)
+        pushes = iter(adversarial_pushes(cast(Sequence[torch.Tensor], grads[: len(embedded)]), lens, self.adversarial))
         last = self.model if self.vat else None  # virtual adversarial training's pass comes last
         pushed, _ = self.loss(ids, lens, y, last, generator, lambda x: x + next(pushes).to(x.dtype))
         if entropy_min:
-            return clean + pushed + entropy_min * entropy(raw, y.dim() == 2), logits
-        return clean + pushed, logits
+            return (clean + pushed + entropy_min * entropy(raw, y.dim() == 2)) * scale, logits, None
+        known: list[torch.Tensor | None] = [None if g is None else g * scale for g in grads[len(embedded) :]]
+        return (clean.detach() + pushed) * scale, logits, known
 
     def virtual_adversarial_loss(
         self, ids: torch.Tensor, lens: torch.Tensor, clean: torch.Tensor, multilabel: bool, generator: torch.Generator | None = None
@@ -251,23 +273,24 @@ class Step:
         batch_rows: int,
         generator: torch.Generator | None = None,
         all_rows: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This piece's share of the batch's mean loss, and its logits (b, C). ``all_rows``: the
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None] | None]:
+        """This piece's share of the batch's mean loss, its logits (b, C) and the gradients of the
+        loss computed already (adversarial training's clean pass; see Job). ``all_rows``: the
         step's labelled and unlabelled rows, when it has unlabelled ones; the virtual adversarial
         term is then a mean over all of them, and entropy minimisation is theirs (unlabelled_piece)."""
         ids, lens, y = ids[rows], lens[rows], y[rows]
         entropy_min = self.entropy_min if all_rows is None else 0.0
+        share, known = len(ids) / batch_rows, None
         if self.adversarial:
-            part, logits = self.adversarial_loss(ids, lens, y, generator, entropy_min)
+            part, logits, known = self.adversarial_loss(ids, lens, y, generator, entropy_min, share)
         else:  # with virtual adversarial training its pass is the step's last, through the DDP wrapper
             part, logits = self.loss(ids, lens, y, self.model if self.vat else None, generator=generator, entropy_min=entropy_min)
+            part = part * share
         if not self.vat:
-            return part * (len(logits) / batch_rows), logits
+            return part, logits, known
         # an ensemble's members each against the ensemble's clean prediction
         kl = self.virtual_adversarial_loss(ids, lens, logits, y.dim() == 2, generator)
-        if all_rows is None:
-            return (part + kl) * (len(logits) / batch_rows), logits
-        return part * (len(logits) / batch_rows) + kl * (len(logits) / all_rows), logits
+        return part + kl * (len(ids) / (all_rows or batch_rows)), logits, known
 
     def unlabelled_piece(
         self, texts: Unlabelled, rows: slice, multilabel: bool, all_rows: int, generator: torch.Generator | None = None
@@ -297,7 +320,7 @@ class Step:
         all_rows = len(ids) + len(unlabelled.ids)
         labelled: list[Job] = [functools.partial(self.piece, ids, lens, y, rows, len(ids), all_rows=all_rows) for rows in pieces]
         return labelled + [
-            lambda generator, rows=rows: (self.unlabelled_piece(unlabelled, rows, y.dim() == 2, all_rows, generator), None)
+            lambda generator, rows=rows: (self.unlabelled_piece(unlabelled, rows, y.dim() == 2, all_rows, generator), None, None)
             for rows in unlabelled.pieces
         ]
 
@@ -318,7 +341,9 @@ class Step:
             last = k == len(jobs) - 1
             # DDP: one all-reduce a batch, at its last piece (under DDP, net is its wrapper)
             with cast(DistributedDataParallel, self.net).no_sync() if ctx.is_distributed and not last else contextlib.nullcontext():
-                part, piece_logits = job(None)
+                part, piece_logits, known = job(None)
+                if known is not None:  # in .grad before backward(): DDP reduces what .grad holds
+                    accumulate(self.model, known)
                 part.backward()  # the weights change only at optimizer.step(), after the caller's checks
             loss = part.detach() if k == 0 else loss + part.detach()
             parts += [] if piece_logits is None else [piece_logits.detach()]
@@ -335,12 +360,13 @@ class Step:
         seeds = torch.randint(0, 2**62, (len(jobs),)).tolist()
 
         def run(job: Job, seed: int):
-            part, piece_logits = job(torch.Generator().manual_seed(seed))
+            part, piece_logits, known = job(torch.Generator().manual_seed(seed))
             logits = None if piece_logits is None else piece_logits.detach()
-            return part.detach(), logits, torch.autograd.grad(part, params, allow_unused=True)
+            rest = torch.autograd.grad(part, params, allow_unused=True) if part.requires_grad else [None] * len(params)
+            return part.detach(), logits, [*(known or []), *rest]
 
         results = list(pool.map(run, jobs, seeds))  # under sparse_embeddings (the trainer holds it)
-        for i, p in enumerate(params):  # summed in piece order: the same result every time
-            grads = [r[2][i] for r in results if r[2][i] is not None]
+        for i, p in enumerate(params):  # summed in piece order (known, then the rest): the same result every time
+            grads = [g for r in results for g in r[2][i :: len(params)] if g is not None]
             p.grad = self.sum_gradients(p, grads) if grads else None
         return sum(r[0] for r in results), [r[1] for r in results if r[1] is not None]

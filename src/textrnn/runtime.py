@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import platform
@@ -187,6 +188,19 @@ def denormals_flushed() -> Iterator[None]:
         _flushing.depth = depth
         if depth == 0:
             torch.set_flush_denormal(False)
+
+
+@contextlib.contextmanager
+def collector_frozen() -> Iterator[None]:
+    """Python's cycle collector leaves the objects alive on entry (torch's modules, the data, the
+    vocabulary: millions) out of its full passes while inside, and takes them back after. A
+    training step makes thousands of short-lived objects, and each full pass walked every one of
+    the old ones: ~4% of an SST-5 epoch on a Zen 3 (perf). Nothing numeric changes."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def seed_everything(seed: int) -> None:

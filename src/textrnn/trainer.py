@@ -36,7 +36,7 @@ from .inference import evaluate_loss, predict_logits
 from .models import correct_count, loss_fn, num_outputs
 from .optim import balanced_weights, is_encoder, make_optimizer, make_schedule, step_in_parts
 from .progress import Progress
-from .runtime import compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads, worker_pool
+from .runtime import collector_frozen, compute_dtype, denormals_flushed, resolve_device, seed_everything, set_threads, worker_pool
 
 log = logging.getLogger("textrnn")
 
@@ -199,6 +199,7 @@ class Trainer:
             DeferredInterrupt(enabled=self.ckpt is not None) as self.interrupt,
             worker_pool(self.workers) as self.pool,
             denormals_flushed(),
+            collector_frozen(),
             pieces.sparse_embeddings(self.model, on=self.workers > 1),
         ):
             epoch = self.loop.epoch
