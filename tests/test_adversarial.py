@@ -94,7 +94,7 @@ def test_one_backward_through_the_clean_pass_gives_the_gradients_of_the_definiti
 
     from textrnn.distributed import Context
     from textrnn.models import loss_fn
-    from textrnn.pieces import Step
+    from textrnn.pieces import Step, sparse_embeddings
 
     torch.manual_seed(0)
     model = models.build_model(ModelConfig(embedding_dim=8, hidden_size=8, dropout=0.0, embedding_dropout=0.0, members=members), 30, 3)
@@ -117,7 +117,7 @@ def test_one_backward_through_the_clean_pass_gives_the_gradients_of_the_definiti
         if run == "one_after_another":
             loss, _ = step.one_after_another(ids, lengths, y, pieces, Context())
         else:
-            with ThreadPoolExecutor(2) as pool:
+            with ThreadPoolExecutor(2) as pool, sparse_embeddings(model):  # as the trainer runs them
                 loss, _ = step.side_by_side(ids, lengths, y, pieces, pool)
         assert loss.requires_grad is False
         for p, e in zip(model.parameters(), expected):

@@ -362,11 +362,15 @@ class Step:
         def run(job: Job, seed: int):
             part, piece_logits, known = job(torch.Generator().manual_seed(seed))
             logits = None if piece_logits is None else piece_logits.detach()
-            rest = torch.autograd.grad(part, params, allow_unused=True) if part.requires_grad else [None] * len(params)
-            return part.detach(), logits, [*(known or []), *rest]
+            grads: list[torch.Tensor | None] = (
+                [*torch.autograd.grad(part, params, allow_unused=True)] if part.requires_grad else [None] * len(params)
+            )
+            if known is not None:  # added here, on this piece's core (sparse ones: their rows joined)
+                grads = [g if k is None else k if g is None else k + g for k, g in zip(known, grads, strict=True)]
+            return part.detach(), logits, grads
 
         results = list(pool.map(run, jobs, seeds))  # under sparse_embeddings (the trainer holds it)
-        for i, p in enumerate(params):  # summed in piece order (known, then the rest): the same result every time
-            grads = [g for r in results for g in r[2][i :: len(params)] if g is not None]
+        for i, p in enumerate(params):  # summed in piece order: the same result every time
+            grads = [r[2][i] for r in results if r[2][i] is not None]
             p.grad = self.sum_gradients(p, grads) if grads else None
         return sum(r[0] for r in results), [r[1] for r in results if r[1] is not None]
