@@ -1,7 +1,8 @@
 """Two versions of the C kernel (kernels/rnn.c at a git revision, and as the working tree has it),
 side by side in one process: prediction of 512 texts by the default and the seed model (float32,
 the sequence kernel, one core) and one training piece of each (forward and backward through the
-training kernel), in the CPU profiles of speed.py, each in a fresh process. The two builds
+training kernel), and two of short sentences (32 and 64 texts of 20-24 tokens), in the CPU
+profiles of speed.py, each in a fresh process. The two builds
 alternate ``--rounds`` times; the figures are the median ms of each and the ratio base / new.
 The models' weights are random and the texts Zipf-distributed words of IMDB-like lengths
 (log-normal, median ~180 tokens, cut at the model's max_length): the arithmetic and the table's
@@ -69,13 +70,14 @@ def measure(base_source: str, rounds: int) -> dict:
             builds[name] = fastrnn.bind(ctypes.CDLL(str(target)))
     fastrnn.library()  # the module's own build and its self-check first
     rows = []
-    for model_name in ("default", "seed"):
+    # IMDB's pieces (with prediction), then a sentence set's: a batch of 64 cut in two for two cores, and whole
+    shapes = [("default", *PIECES["default"][1:]), ("seed", *PIECES["seed"][1:]), ("default", 32, 20), ("default", 64, 24)]
+    for k, (model_name, B, T) in enumerate(shapes):
         generator = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         ids, lengths, vocab = _texts(model_name, 512, generator)
         config = _config(model_name)
         model = models.build_model(config.model, vocab, 2).eval()
-        _, B, T = PIECES[model_name]
         piece = zipf_ids(B * T, vocab, generator).view(B, T)
         trained = models.build_model(config.model, vocab, 2).train()
         params, y = list(trained.parameters()), torch.randint(0, 2, (B,)).float()
@@ -89,7 +91,7 @@ def measure(base_source: str, rounds: int) -> dict:
             loss = F.binary_cross_entropy_with_logits(trained(piece, torch.full((B,), T)).squeeze(1), y)
             return torch.autograd.grad(loss, params)
 
-        for what, fn in (("predict_512", predict), (f"train_piece_{B}x{T}", train_step)):
+        for what, fn in [("predict_512", predict)] * (k < 2) + [(f"train_piece_{B}x{T}", train_step)]:
             times: dict[str, list[float]] = {k: [] for k in builds}
             outputs = {}
             for _ in range(rounds):
