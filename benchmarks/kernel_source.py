@@ -1,8 +1,8 @@
 """Two versions of the C kernel (kernels/rnn.c at a git revision, and as the working tree has it),
 side by side in one process: prediction of 512 texts by the default and the seed model (float32,
 the sequence kernel, one core) and one training piece of each (forward and backward through the
-training kernel), and two of short sentences (32 and 64 texts of 20-24 tokens), in the CPU
-profiles of speed.py, each in a fresh process. The two builds
+training kernel), and two of short sentences (32 and 64 texts of 20-24 tokens), each piece also
+through the kernel's recurrence alone, in the CPU profiles of speed.py, each in a fresh process. The two builds
 alternate ``--rounds`` times; the figures are the median ms of each and the ratio base / new.
 The models' weights are random and the texts Zipf-distributed words of IMDB-like lengths
 (log-normal, median ~180 tokens, cut at the model's max_length): the arithmetic and the table's
@@ -49,6 +49,31 @@ def _texts(model_name: str, n: int, generator):
     return ids, lengths, vocab
 
 
+def _recurrence(B: int, T: int, H: int, generator):
+    """lstm_train_forward and lstm_train_backward on random arrays of a piece's shape, each direction:
+    a function of the library that returns the outputs and the gates' gradients."""
+    import torch
+
+    G = 4 * H
+    table, w_hh = torch.randn(B * T, G, generator=generator), torch.randn(G, H, generator=generator) * 0.1
+    wt, bias, rows = w_hh.t().contiguous(), torch.randn(G, generator=generator), torch.arange(B * T).view(B, T)
+    dhs = torch.randn(B, T, H, generator=generator)
+
+    def run(lib):
+        outputs = []
+        for reverse in (0, 1):
+            acts, cs, tcs, hs = torch.empty(B, T, G), torch.empty(B, T, H), torch.empty(B, T, H), torch.empty(B, T, H)
+            dg, db = torch.empty(B, T, G), torch.zeros(G)
+            forward = (table, rows, wt, bias, acts, cs, tcs, hs)
+            lib.lstm_train_forward(B, H, T, reverse, *[t.data_ptr() for t in forward])
+            backward = (w_hh, acts, cs, tcs, dhs)
+            lib.lstm_train_backward(B, H, T, reverse, *[t.data_ptr() for t in backward], H, dg.data_ptr(), None, None, db.data_ptr())
+            outputs += [hs, dg]
+        return tuple(outputs)
+
+    return run
+
+
 def measure(base_source: str, rounds: int) -> dict:
     import ctypes
 
@@ -91,7 +116,14 @@ def measure(base_source: str, rounds: int) -> dict:
             loss = F.binary_cross_entropy_with_logits(trained(piece, torch.full((B,), T)).squeeze(1), y)
             return torch.autograd.grad(loss, params)
 
-        for what, fn in [("predict_512", predict)] * (k < 2) + [(f"train_piece_{B}x{T}", train_step)]:
+        H = config.model.hidden_size
+        recurrence = _recurrence(B, T, H, generator)
+
+        def kernel():  # the recurrence alone, forward and backward, both directions
+            return recurrence(fastrnn.library())
+
+        jobs = [("predict_512", predict)] * (k < 2) + [(f"train_piece_{B}x{T}", train_step), (f"train_kernel_{B}x{T}", kernel)]
+        for what, fn in jobs:
             times: dict[str, list[float]] = {k: [] for k in builds}
             outputs = {}
             for _ in range(rounds):

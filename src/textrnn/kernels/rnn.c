@@ -227,9 +227,11 @@ static inline __attribute__((always_inline)) void product_rows(const int rows, i
 /* Training runs blocks of RB = 6 rows, each block's product over just its rows (a partial block,
    the batch's last, takes the count it has); prediction runs RB_SEQ = 6 too: the most that AVX2's
    16 vector registers hold (6 x NV sums, NV weights, one broadcast), each weight loaded once for
-   more rows. In training 6 rows against 4 ran the kernel's forward and backward 1.18-1.40x faster
-   on an AMD Zen 3 (AVX2), at every batch shape measured (8 to 64 texts, 20 to 400 steps, 64 and
-   128 units; benchmarks/kernel_source.py, results/kernel-source-2026-12-01-rb6.json); prediction
+   more rows. In training, on an AMD Zen 3 (AVX2), 6 rows against 4 ran the recurrence's forward
+   and backward 1.13-1.28x faster in the CPU's own build (-march=native, whose Zen 3 tuning had
+   slowed the blocks of 4) and 1.00-1.04x under TEXTRNN_CPU=avx2's -mavx2 -mfma, at pieces of 11 to
+   64 texts of 20 to 400 steps (benchmarks/kernel_source.py, results/kernel-source-2026-12-01-rb6.json:
+   a training piece 1.08-1.14x, SST-5's epoch 1.10x in two-trees-2026-12-01-rb6.json); prediction
    measured ~1.04x over 4 rows (results/kernel-source-2026-11-30-gates-rbseq.json). The constant
    argument unrolls each copy. */
 static void product_n(int64_t rows, int64_t H, int64_t G, const float *wt, const float *bias, const float *h, float *g) {
