@@ -365,3 +365,29 @@ def test_the_kernels_self_check_runs_under_inference_mode(monkeypatch):
     monkeypatch.setattr(fastrnn, "_lib", False)  # not built yet in this process, as at a server's start
     with torch.inference_mode():
         assert fastrnn.library() is not None
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 9), (1, 1, 3), (3, 20, 128), (2, 40, 17)])
+def test_max_pooling_by_the_kernel_gives_torch_max_s_values_and_gradients(shape):
+    """Values and gradients bit for bit those of torch.max with its indices: ties go to the first
+    position, a NaN wins and stays, -inf (a masked position) never wins over a real value."""
+    if fastrnn.library() is None:
+        pytest.skip("no C compiler: the kernel is not built")
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    if shape == (5, 7, 9):
+        x[0, 1], x[0, 3] = 100.0, 100.0  # a tie between two positions
+        x[1, 2, 4], x[2, :, 1], x[3, 5, 2] = float("nan"), float("-inf"), float("inf")
+        x[4, 4:, :] = float("-inf")  # a text shorter than the batch, masked as masked_pool does
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    values = fastrnn.max_over_time(ours)
+    assert values is not None
+    expected = theirs.max(1).values
+    grad = torch.randn_like(expected)
+    assert torch.equal(values.nan_to_num(), expected.nan_to_num()) and torch.equal(values.isnan(), expected.isnan())
+    assert torch.equal(torch.autograd.grad(values, ours, grad)[0], torch.autograd.grad(expected, theirs, grad)[0])
+
+
+def test_max_pooling_leaves_what_the_kernel_does_not_run_to_torch():
+    assert fastrnn.max_over_time(torch.randn(2, 3, 4, dtype=torch.float64)) is None
+    assert fastrnn.max_over_time(torch.randn(2, 0, 4)) is None
+    assert fastrnn.max_over_time(torch.randn(2, 4)) is None

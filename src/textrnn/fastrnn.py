@@ -142,6 +142,9 @@ def bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.lstm_train_forward.restype = lib.lstm_train_backward.restype = None
     lib.lstm_train_forward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, p, p, p]
     lib.lstm_train_backward.argtypes = [i64, i64, i64, ctypes.c_int, p, p, p, p, p, i64, p, p, p, p]
+    if hasattr(lib, "max_over_time_f32"):  # (an older source, built by kernel_source.py, has none)
+        lib.max_over_time_f32.restype = None
+        lib.max_over_time_f32.argtypes = [i64, i64, i64, p, p, p]
     return lib
 
 
@@ -526,4 +529,43 @@ def lstm_layers(
     return x, torch.cat(last, dim=1)
 
 
+class _MaxOverTime(torch.autograd.Function):
+    """Each channel's maximum over the positions of x (B, T, D), float32, by the C kernel (one pass,
+    the first of equal maxima); the backward puts each gradient at its maximum's position, as
+    torch.max's does."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        lib = library()
+        assert lib is not None
+        x = x.contiguous()
+        B, T, D = x.shape
+        values, index = torch.empty(B, D), torch.empty(B, D, dtype=torch.long)
+        lib.max_over_time_f32(B, T, D, x.data_ptr(), values.data_ptr(), index.data_ptr())
+        ctx.save_for_backward(index)
+        ctx.steps = T
+        return values
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (index,) = ctx.saved_tensors
+        B, D = index.shape
+        return grad.new_zeros(B, ctx.steps, D).scatter_(1, index.unsqueeze(1), grad.unsqueeze(1))
+
+
+def max_over_time(x: torch.Tensor) -> torch.Tensor | None:
+    """``x.max(1).values`` with gradients, for x (B, T, D) float32 on a CPU, by the C kernel; None
+    where it does not apply (the caller runs torch.max). Installed as models.max_kernel."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 3 or x.shape[1] == 0:
+        return None
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return None  # an exported or compiled graph keeps torch.max
+    if library() is None:
+        return None
+    if not hasattr(library(), "max_over_time_f32"):
+        return None
+    return _MaxOverTime.apply(x)
+
+
 models.training_kernel = lstm_train
+models.max_kernel = max_over_time

@@ -47,6 +47,9 @@ class Words:
 # adversarial push). None here: PyTorch's layer always.
 TrainingKernel = Callable[[nn.RNNBase, torch.Tensor, "Words | None"], "tuple[torch.Tensor, torch.Tensor] | None"]
 training_kernel: TrainingKernel | None = None
+# Max pooling over time with gradients by the C kernel (fastrnn.max_over_time): fn(x) -> (B, D), or
+# None where it does not apply.
+max_kernel: Callable[[torch.Tensor], "torch.Tensor | None"] | None = None
 # The cells' functions on explicit weights (one layer, one direction): they return the outputs, then the final state(s)
 _RUN: dict[str, Callable[..., tuple[torch.Tensor, ...]]] = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 
@@ -170,10 +173,15 @@ def _max_over_time(x: torch.Tensor) -> torch.Tensor:
     """Each channel's maximum over the positions of ``x`` (B, T, D). With gradients, by max and its
     indices: its backward scatters B x D values into zeros, where amax's compares every position
     with the maximum, counts the ties and casts the mask: a training piece of the default model runs
-    1.04-1.07x faster in float32 (benchmarks/max_pool.py, results/max-pool-2026-11-30.json). A tie
-    (rare in float32) sends the whole gradient to one of its positions instead of sharing it:
-    another valid subgradient. Without gradients (prediction), amax: no indices to keep."""
-    return x.max(1).values if torch.is_grad_enabled() and x.requires_grad else x.amax(1)
+    1.04-1.07x faster in float32 (benchmarks/max_pool.py, results/max-pool-2026-11-30.json). On a
+    CPU in float32 the C kernel finds them (max_kernel: one pass, where torch.max's indices cost ~20x
+    amax). A tie (rare in float32) sends the whole gradient to one of its positions (the first)
+    instead of sharing it: another valid subgradient. Without gradients (prediction), amax: no
+    indices to keep."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.amax(1)
+    fast = max_kernel(x) if max_kernel is not None else None
+    return fast if fast is not None else x.max(1).values
 
 
 def masked_pool(out: torch.Tensor, lengths: torch.Tensor, poolings: list[str], last: torch.Tensor | None = None) -> torch.Tensor:

@@ -378,3 +378,38 @@ void lstm_train_backward(int64_t B, int64_t H, int64_t T, int reverse, const flo
         }
     }
 }
+
+/* Max pooling over time in training, float32: for x (B, T, D), each channel's maximum over the T
+   positions into values (B, D) and its position into index (B, D), the first of equal maxima; a
+   NaN wins and stays, as torch.max has it. One pass over x, row after row: torch.max(x, 1) with
+   its indices took ~20x amax's time on a Zen 3 (a (32, 20, 128) piece: 0.2 ms against 0.01). */
+void max_over_time_f32(int64_t B, int64_t T, int64_t D, const float *x, float *values, int64_t *index) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *xb = x + b * T * D;
+        float *restrict v = values + b * D;
+        int64_t *restrict ix = index + b * D;
+        int64_t j = 0;
+        for (; j + 8 <= D; j += 8) { /* 8 channels at once, down the positions */
+            v8 m = LD(xb + j);
+            v8i at = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t t = 1; t < T; t++) {
+                const v8 r = LD(xb + t * D + j);
+                const v8i take = ((r > m) | (r != r)) & (m == m);
+                m = (v8)((take & (v8i)r) | (~take & (v8i)m));
+                at = (take & (v8i){t, t, t, t, t, t, t, t}) | (~take & at);
+            }
+            ST(v + j, m);
+            for (int q = 0; q < 8; q++) ix[j + q] = at[q];
+        }
+        for (; j < D; j++) {
+            float m = xb[j];
+            int64_t at = 0;
+            for (int64_t t = 1; t < T; t++) {
+                const float r = xb[t * D + j];
+                if ((r > m || r != r) && m == m) { m = r; at = t; }
+            }
+            v[j] = m;
+            ix[j] = at;
+        }
+    }
+}
