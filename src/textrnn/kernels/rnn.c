@@ -228,7 +228,7 @@ static inline __attribute__((always_inline)) void product_rows(const int rows, i
    the batch's last, takes the count it has); prediction runs RB_SEQ = 6 too: the most that AVX2's
    16 vector registers hold (6 x NV sums, NV weights, one broadcast), each weight loaded once for
    more rows. In training, on an AMD Zen 3 (AVX2), 6 rows against 4 ran the recurrence's forward
-   and backward 1.13-1.28x faster in the CPU's own build (-march=native, whose Zen 3 tuning had
+   and backward 1.11-1.28x faster in the CPU's own build (-march=native, whose Zen 3 tuning had
    slowed the blocks of 4) and 1.00-1.04x under TEXTRNN_CPU=avx2's -mavx2 -mfma, at pieces of 11 to
    64 texts of 20 to 400 steps (benchmarks/kernel_source.py, results/kernel-source-2026-12-01-rb6.json:
    a training piece 1.08-1.14x, SST-5's epoch 1.10x in two-trees-2026-12-01-rb6.json); prediction
