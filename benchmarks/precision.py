@@ -76,10 +76,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
+    sys.path.insert(0, str(REPO / "src"))
+    from textrnn.runtime import cpu_description
+
     date = dt.date.today().isoformat()
+    cpu = cpu_description()
     result = {
         "date": date,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "recipes": {},
     }
@@ -103,6 +107,8 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     table = [
+        f"{cpu['model']} ({cpu['class']}), {os.cpu_count()} cores, {date}",
+        "",
         "| recipe | val acc float32 | val acc bfloat16 | tokens/s float32 | tokens/s bfloat16 | speed-up |",
         "|---|---|---|---|---|---|",
         *rows,
